@@ -1,0 +1,45 @@
+"""avgstack: average stacks of images of any size, exactly, within a memory budget.
+
+>>> import avgstack
+>>> result = avgstack.average(["a.tif", "b.tif"])            # doctest: +SKIP
+>>> avgstack.average_to_file(["a.tif", "b.tif"], "avg.tif")  # doctest: +SKIP
+"""
+
+import logging
+
+from .api import Report, average, average_to_file
+from .engine import Progress
+from .errors import (
+    AvgstackError,
+    BudgetError,
+    IncompatibleInputsError,
+    InputError,
+    OutputError,
+    ProcessingError,
+    ReadError,
+    UnsupportedInputError,
+    UsageError,
+    WriteError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "average",
+    "average_to_file",
+    "Report",
+    "Progress",
+    "AvgstackError",
+    "UsageError",
+    "InputError",
+    "UnsupportedInputError",
+    "IncompatibleInputsError",
+    "OutputError",
+    "BudgetError",
+    "ProcessingError",
+    "ReadError",
+    "WriteError",
+    "__version__",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

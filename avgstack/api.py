@@ -1,0 +1,292 @@
+"""The public API: average a stack into an array, or stream it to a file."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .engine import ProgressCallback, Stack, clock, peak_rss
+from .errors import UsageError
+from .planning import DEFAULT_MAX_MEMORY, format_size, parse_size
+from .reading import InputSpec
+from .reading.opencv import swap_red_blue
+from .writing import opencv as opencv_writer
+from .writing.atomic import atomic_output, check_output
+from .writing.tiff import TiffOptions, encode_scratch, needs_bigtiff, segment_rows, write_tiff
+
+__all__ = ["average", "average_to_file", "Report", "default_threads"]
+
+log = logging.getLogger("avgstack")
+
+_TIFF_EXTENSIONS = (".tif", ".tiff", ".btf", ".tf8")
+
+
+def default_threads() -> int:
+    """Inputs decoded at once by default: the machine's cores, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`average_to_file` did.
+
+    Attributes
+    ----------
+    output : str
+        Path written.
+    shape : tuple of int
+        ``(height, width, samples)``.
+    dtype : str
+        Output sample type.
+    frames : int
+        Inputs averaged.
+    seconds : float
+        Wall time.
+    peak_memory : int
+        Peak resident set size of the process, in bytes.
+    clipped : int
+        Samples saturated to the output type's range.
+    bands : int
+        Bands processed.
+    band_height : int
+        Rows per band.
+    planned_memory : int
+        Bytes of pixel buffers the plan allocated.
+    bytes_read : int
+        Bytes read from the inputs.
+    bytes_written : int
+        Size of the output file.
+    bigtiff : bool
+        Whether the output is BigTIFF.
+    threads : int
+        Inputs decoded at once.
+    """
+
+    output: str
+    shape: tuple[int, int, int]
+    dtype: str
+    frames: int
+    seconds: float
+    peak_memory: int
+    clipped: int
+    bands: int
+    band_height: int
+    planned_memory: int
+    bytes_read: int
+    bytes_written: int
+    bigtiff: bool
+    threads: int
+
+    def summary(self) -> str:
+        """One line for logs."""
+        h, w, s = self.shape
+        rate = self.bytes_read / self.seconds / 1e6 if self.seconds > 0 else 0.0
+        return (
+            f"{self.output}: {w}x{h}x{s} {self.dtype}, {self.frames} frames, {self.seconds:.2f} s, "
+            f"{rate:.0f} MB/s read, peak memory {format_size(self.peak_memory)}, "
+            f"{self.clipped} clipped samples"
+        )
+
+
+def _budget(max_memory: int | str | None) -> int:
+    return DEFAULT_MAX_MEMORY if max_memory is None else parse_size(max_memory)
+
+
+def _threads(threads: int | None) -> int:
+    if threads is None:
+        return default_threads()
+    if int(threads) < 1:
+        raise UsageError(f"threads must be at least 1, got {threads}")
+    return int(threads)
+
+
+def _warn_clipped(clipped: int, dtype: np.dtype) -> None:
+    if clipped:
+        log.warning("%d samples were clipped to the %s range", clipped, np.dtype(dtype).name)
+
+
+def average(
+    inputs: Sequence[InputSpec],
+    weights: Sequence[float] | None = None,
+    *,
+    dtype: str | np.dtype | None = None,
+    max_memory: int | str | None = None,
+    threads: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """Average a stack of images into an array laid out as ``cv2.imread(..., IMREAD_UNCHANGED)`` returns it.
+
+    Parameters
+    ----------
+    inputs : sequence of str, path-like or ndarray
+        Image files (``'scan.tif[2]'`` selects a TIFF page) and arrays in
+        OpenCV's layout (BGR/BGRA for colour), mixed freely.
+    weights : sequence of float, optional
+        One weight per input: the result is ``sum(w_i * frame_i)``. Without
+        weights it is the exactly rounded mean.
+    dtype : str or numpy dtype, optional
+        Output sample type; defaults to the inputs'. Integer results are
+        rounded half to even and saturated.
+    max_memory : int or str, optional
+        Budget for pixel buffers, the returned array included (``'512MiB'``).
+    threads : int, optional
+        Inputs decoded at once.
+    progress : callable, optional
+        Called with a :class:`~avgstack.engine.Progress` after each input band.
+
+    Returns
+    -------
+    ndarray
+        ``(rows, cols)`` for gray, ``(rows, cols, channels)`` in BGR(A) order
+        for colour.
+
+    Raises
+    ------
+    AvgstackError
+        Any problem, as one of its subclasses.
+
+    Examples
+    --------
+    >>> import numpy as np, avgstack
+    >>> a = np.zeros((2, 2, 3), np.uint8); b = np.full((2, 2, 3), 3, np.uint8)
+    >>> avgstack.average([a, b])[0, 0].tolist()
+    [2, 2, 2]
+    """
+    budget = _budget(max_memory)
+    threads = _threads(threads)
+    with Stack(inputs, weights, dtype) as stack:
+        h, w, s = stack.shape
+        result_bytes = h * w * s * stack.out_dtype.itemsize
+        plan, threads = stack.plan(
+            budget, threads=threads, output_band=False, output_fixed={"result": result_bytes}
+        )
+        log.debug("plan: %d bands of %d rows, %s", len(plan.bands), plan.band_height, format_size(plan.memory))
+        result = np.empty(stack.shape, stack.out_dtype)
+        stats: dict = {}
+        for _ in stack.bands(plan, threads=threads, out=result, progress=progress, stats=stats):
+            pass
+        _warn_clipped(stats["clipped"], stack.out_dtype)
+        swap_red_blue(result, inplace=True)
+        return result[:, :, 0] if s == 1 else result
+
+
+def average_to_file(
+    inputs: Sequence[InputSpec],
+    out: str | os.PathLike[str],
+    weights: Sequence[float] | None = None,
+    *,
+    dtype: str | np.dtype | None = None,
+    max_memory: int | str | None = None,
+    compression: str | None = None,
+    tile: int | None = None,
+    threads: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> Report:
+    """Average a stack and stream the result to ``out``, replacing it atomically.
+
+    TIFF outputs (``.tif``, ``.tiff``) are written band by band, as BigTIFF
+    when they could exceed 4 GiB; other extensions are encoded whole by
+    OpenCV, which needs the whole result within ``max_memory``.
+
+    Parameters
+    ----------
+    inputs, weights, dtype, max_memory, threads, progress
+        As for :func:`average`.
+    out : str or path-like
+        Output file; written to a temporary file beside it and renamed over it
+        only on success.
+    compression : str, optional
+        TIFF compression: ``'none'`` (default), ``'lzw'``, ``'deflate'``,
+        ``'zstd'``, ``'packbits'`` or ``'lzma'``.
+    tile : int, optional
+        Write square tiles of this size (a multiple of 16) instead of strips.
+
+    Returns
+    -------
+    Report
+        Shape, dtype, frames, seconds, peak memory, clipped samples, ...
+    """
+    start = clock()
+    out = os.fspath(out)
+    budget = _budget(max_memory)
+    threads = _threads(threads)
+    is_tiff = out.lower().endswith(_TIFF_EXTENSIONS)
+    if is_tiff:
+        options = TiffOptions(compression=compression or "none", tile=tile)
+    else:
+        if compression not in (None, "none") or tile:
+            raise UsageError("--compression and --tile apply to TIFF output only")
+        ext = opencv_writer.check_writable(out)
+    with Stack(inputs, weights, dtype) as stack:
+        h, w, s = stack.shape
+        paths = [os.fspath(i) for i in inputs if not isinstance(i, np.ndarray)]
+        from .reading.tiff import split_page_suffix
+
+        check_output(out, [split_page_suffix(p)[0] for p in paths])
+        itemsize = stack.out_dtype.itemsize
+        if is_tiff:
+            plan, threads = stack.plan(
+                budget,
+                threads=threads,
+                output_rows=segment_rows(options, w, s, itemsize),
+                output_fixed={"encoder": encode_scratch(options, w, s, itemsize, threads)},
+            )
+        else:
+            frame = h * w * s * itemsize
+            plan, threads = stack.plan(
+                budget,
+                threads=threads,
+                output_band=False,
+                output_fixed={"result": frame, "encoder": opencv_writer.encode_bytes(frame)},
+            )
+        log.info(
+            "averaging %d frames of %s into %s: %d bands of %d rows, %s of buffers, %d thread(s)",
+            stack.count, stack.info.describe(), out, len(plan.bands), plan.band_height,
+            format_size(plan.memory), threads,
+        )
+        stats: dict = {}
+        bigtiff = False
+        with atomic_output(out) as fh:
+            if is_tiff:
+                bigtiff = write_tiff(
+                    fh,
+                    stack.bands(plan, threads=threads, progress=progress, stats=stats),
+                    shape=stack.shape,
+                    dtype=stack.out_dtype,
+                    options=options,
+                    photometric=stack.info.photometric,
+                    extrasamples=stack.extrasamples,
+                    bits=stack.out_bits,
+                    metadata=stack.info.metadata,
+                    threads=threads,
+                )
+            else:
+                result = np.empty(stack.shape, stack.out_dtype)
+                for _ in stack.bands(plan, threads=threads, out=result, progress=progress, stats=stats):
+                    pass
+                opencv_writer.write_opencv(fh, result, ext, out)
+                del result
+            written = fh.tell()
+        _warn_clipped(stats["clipped"], stack.out_dtype)
+        report = Report(
+            output=out,
+            shape=stack.shape,
+            dtype=stack.out_dtype.name,
+            frames=stack.count,
+            seconds=clock() - start,
+            peak_memory=peak_rss(),
+            clipped=stats["clipped"],
+            bands=len(plan.bands),
+            band_height=plan.band_height,
+            planned_memory=plan.memory,
+            bytes_read=stats["bytes_read"],
+            bytes_written=written,
+            bigtiff=bigtiff,
+            threads=threads,
+        )
+        log.info("%s", report.summary())
+        return report

@@ -1,0 +1,370 @@
+"""The arithmetic: accumulate bands of frames, then round them into the output.
+
+Pure numpy on arrays, no I/O. Three accumulators cover every case:
+
+* :class:`IntegerMean` -- plain mean of integer samples. Sums are exact in the
+  smallest integer type that cannot overflow; the division is done once, in
+  integers, rounding half to even. The result is the exactly rounded mean.
+* :class:`CompensatedMean` -- plain mean of float samples. A double-double
+  (TwoSum) accumulator keeps the sum to about 106 bits and the final division
+  is corrected with an exact product, so the mean of K copies of ``x`` is
+  ``x`` again, bit for bit, for float16, float32 and float64.
+* :class:`WeightedSum` -- any weights: a float64 accumulator of ``w_i * x_i``.
+
+All work is done in chunks of :data:`CHUNK` samples so temporaries stay small
+and cache resident.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "Accumulator",
+    "IntegerMean",
+    "CompensatedMean",
+    "WeightedSum",
+    "make_accumulator",
+    "sample_range",
+    "CHUNK",
+    "ARITHMETIC_SCRATCH",
+]
+
+#: Samples per chunk of the inner loops: 16 Ki float64 temporaries are 128 KiB, cache resident.
+CHUNK = 1 << 14
+
+#: Upper bound of the chunk-sized temporaries alive at once (about a dozen float64).
+ARITHMETIC_SCRATCH = 16 * CHUNK * 8
+
+_SPLITTER = 134217729.0  # 2**27 + 1, Dekker/Veltkamp split constant
+
+
+def sample_range(dtype: np.dtype, bits: int | None = None) -> tuple[float, float]:
+    """Return the representable range of an output sample type.
+
+    ``bits`` narrows an unsigned integer type to a packed bit depth (12-bit
+    samples stored in uint16 range from 0 to 4095).
+    """
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return 0.0, 1.0
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        if bits is not None and dtype.kind == "u" and bits < info.bits:
+            return 0.0, float(2**bits - 1)
+        return float(info.min), float(info.max)
+    info = np.finfo(dtype)
+    return float(info.min), float(info.max)
+
+
+def _chunks(n: int) -> range:
+    return range(0, n, CHUNK)
+
+
+def _flat(array: np.ndarray) -> np.ndarray:
+    flat = array.reshape(-1)
+    if not np.shares_memory(flat, array):  # pragma: no cover - defensive
+        raise ValueError("band buffers must be contiguous")
+    return flat
+
+
+def _round_into(values: np.ndarray, out: np.ndarray, lo: float, hi: float) -> int:
+    """Round float64 ``values`` half to even into integer ``out``; return clipped count."""
+    np.rint(values, out=values)
+    bad = np.isnan(values)
+    clipped = int(np.count_nonzero(bad))
+    if clipped:
+        values[bad] = 0.0
+    clipped += int(np.count_nonzero(values < lo)) + int(np.count_nonzero(values > hi))
+    np.clip(values, lo, hi, out=values)
+    out[...] = values
+    return clipped
+
+
+class Accumulator(ABC):
+    """Accumulates bands of ``count`` frames and writes the rounded result.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the tallest band, ``(rows, width, samples)``.
+    count : int
+        Number of frames.
+    out_dtype : numpy dtype
+        Output sample type.
+    out_bits : int, optional
+        Packed bit depth of the output, which narrows its range.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        count: int,
+        out_dtype: np.dtype,
+        out_bits: int | None = None,
+    ) -> None:
+        self.shape = tuple(shape)
+        self.count = count
+        self.out_dtype = np.dtype(out_dtype)
+        self.out_range = sample_range(self.out_dtype, out_bits)
+        self._rows = self.shape[0]
+
+    @staticmethod
+    @abstractmethod
+    def bytes_per_sample(in_dtype: np.dtype, count: int) -> int:
+        """Bytes of accumulator per sample, for the planner."""
+
+    @abstractmethod
+    def _reset(self, size: int) -> None: ...
+
+    @abstractmethod
+    def _add(self, flat: np.ndarray, index: int) -> None: ...
+
+    @abstractmethod
+    def _finish(self, out: np.ndarray) -> int: ...
+
+    def reset(self, rows: int) -> None:
+        """Start a band of ``rows`` rows (at most the planned height)."""
+        if rows > self.shape[0]:
+            raise ValueError(f"band of {rows} rows exceeds planned {self.shape[0]}")
+        self._rows = rows
+        self._size = rows * int(np.prod(self.shape[1:], dtype=np.int64))
+        self._reset(self._size)
+
+    def add(self, frame: np.ndarray, index: int) -> None:
+        """Add band ``frame`` of input ``index``; its shape must match the band."""
+        if frame.shape[0] != self._rows or frame.size != self._size:
+            raise ValueError(f"frame band {frame.shape} does not match band of {self._rows} rows")
+        self._add(np.ascontiguousarray(frame).reshape(-1), index)
+
+    def finish(self, out: np.ndarray) -> int:
+        """Write the band's result into ``out`` and return how many samples were clipped."""
+        if out.size != self._size:
+            raise ValueError(f"output band {out.shape} does not match band of {self._rows} rows")
+        if out.flags.c_contiguous:
+            return self._finish(out.reshape(-1))
+        flat = np.empty(self._size, self.out_dtype)
+        clipped = self._finish(flat)
+        out[...] = flat.reshape(out.shape)
+        return clipped
+
+
+def _int_sum_dtype(in_dtype: np.dtype, count: int) -> np.dtype:
+    info = np.iinfo(np.uint8 if in_dtype == np.bool_ else in_dtype)
+    lo, hi = info.min * count, info.max * count
+    for candidate in (np.uint16, np.int16, np.uint32, np.int32, np.int64):
+        c = np.iinfo(candidate)
+        if c.bits <= info.bits:
+            continue
+        if c.min <= lo and hi <= c.max:
+            return np.dtype(candidate)
+    if lo >= np.iinfo(np.int64).min and hi <= np.iinfo(np.int64).max:  # pragma: no cover
+        return np.dtype(np.int64)
+    raise ValueError(f"cannot sum {count} frames of {in_dtype} exactly in 64 bits")
+
+
+class IntegerMean(Accumulator):
+    """Exact mean of integer (or bilevel) samples, rounded half to even."""
+
+    def __init__(self, shape, count, in_dtype, out_dtype, out_bits=None) -> None:
+        super().__init__(shape, count, out_dtype, out_bits)
+        self.sum_dtype = _int_sum_dtype(np.dtype(in_dtype), count)
+        self._acc = np.zeros(int(np.prod(self.shape, dtype=np.int64)), self.sum_dtype)
+        self._qr = np.empty(min(CHUNK, self._acc.size), self.sum_dtype)
+
+    @staticmethod
+    def bytes_per_sample(in_dtype: np.dtype, count: int) -> int:
+        return _int_sum_dtype(np.dtype(in_dtype), count).itemsize
+
+    def _reset(self, size: int) -> None:
+        self._acc[:size] = 0
+
+    def _add(self, flat: np.ndarray, index: int) -> None:
+        acc = self._acc[: flat.size]
+        np.add(acc, flat, out=acc, casting="unsafe")
+
+    def _finish(self, out: np.ndarray) -> int:
+        n = self.count
+        lo, hi = self.out_range
+        out_int = self.out_dtype.kind in "uib"
+        clipped = 0
+        for start in _chunks(out.size):
+            s = self._acc[start : start + CHUNK]
+            dst = out[start : start + CHUNK]
+            if n == 1:
+                q = s
+            else:
+                q, r = np.divmod(s, n)
+                # round half to even: up when 2r > n, or 2r == n and q is odd
+                r <<= 1
+                up = r > n
+                up |= (r == n) & (q & 1).astype(bool)
+                q += up
+            if out_int:
+                q_lo, q_hi = q.min(), q.max()
+                if q_lo < lo or q_hi > hi:
+                    clipped += int(np.count_nonzero(q < lo)) + int(np.count_nonzero(q > hi))
+                    q = np.clip(q, lo, hi)
+                dst[...] = q
+            else:
+                # float output: one correctly rounded division in float64
+                dst[...] = s / float(n)
+        return clipped
+
+
+def _two_prod_scalar(a: np.ndarray, b: float) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``p, e`` with ``p + e == a * b`` exactly (Dekker, no FMA needed)."""
+    p = a * b
+    c = _SPLITTER * a
+    ah = c - (c - a)
+    al = a - ah
+    cb = _SPLITTER * b
+    bh = cb - (cb - b)
+    bl = b - bh
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, e
+
+
+class CompensatedMean(Accumulator):
+    """Mean of float samples with a double-double sum and a corrected division."""
+
+    def __init__(self, shape, count, in_dtype, out_dtype, out_bits=None) -> None:
+        super().__init__(shape, count, out_dtype, out_bits)
+        size = int(np.prod(self.shape, dtype=np.int64))
+        self._hi = np.zeros(size, np.float64)
+        self._lo = np.zeros(size, np.float64)
+        k = min(CHUNK, size)
+        self._x = np.empty(k, np.float64)
+        self._s = np.empty(k, np.float64)
+        self._t = np.empty(k, np.float64)
+
+    @staticmethod
+    def bytes_per_sample(in_dtype: np.dtype, count: int) -> int:
+        return 16
+
+    def _reset(self, size: int) -> None:
+        self._lo[:size] = 0.0
+        self._first = True
+
+    def _add(self, flat: np.ndarray, index: int) -> None:
+        if self._first:
+            # start from the first frame, not from +0.0, so that -0.0 survives
+            self._hi[: flat.size] = flat
+            self._first = False
+            return
+        with np.errstate(invalid="ignore", over="ignore"):
+            for start in _chunks(flat.size):
+                stop = min(start + CHUNK, flat.size)
+                k = stop - start
+                hi, lo = self._hi[start:stop], self._lo[start:stop]
+                x, s, t = self._x[:k], self._s[:k], self._t[:k]
+                x[...] = flat[start:stop]
+                # TwoSum: s + e == hi + x exactly
+                np.add(hi, x, out=s)
+                np.subtract(s, hi, out=t)  # t = bb
+                np.subtract(x, t, out=x)  # x - bb
+                np.subtract(s, t, out=t)  # s - bb
+                np.subtract(hi, t, out=t)  # hi - (s - bb)
+                np.add(t, x, out=t)  # e
+                np.add(lo, t, out=lo)
+                hi[...] = s
+
+    def _finish(self, out: np.ndarray) -> int:
+        n = float(self.count)
+        out_int = self.out_dtype.kind in "uib"
+        lo_r, hi_r = self.out_range
+        clipped = 0
+        with np.errstate(invalid="ignore", over="ignore"):
+            for start in _chunks(out.size):
+                hi = self._hi[start : start + CHUNK]
+                lo = self._lo[start : start + CHUNK]
+                q = hi / n
+                if self.count > 1:
+                    p, e = _two_prod_scalar(q, n)
+                    r = (hi - p) - e + lo
+                    refined = q + r / n
+                    # inf and nan sums and products too large to split keep the plain
+                    # quotient, as do exact ones (adding +0.0 would turn -0.0 into +0.0)
+                    q = np.where(np.isfinite(refined) & (r != 0), refined, q)
+                dst = out[start : start + CHUNK]
+                if out_int:
+                    clipped += _round_into(q, dst, lo_r, hi_r)
+                else:
+                    dst[...] = q
+        return clipped
+
+
+class WeightedSum(Accumulator):
+    """``sum_i w_i * x_i`` in float64."""
+
+    def __init__(self, shape, count, in_dtype, out_dtype, weights, out_bits=None) -> None:
+        super().__init__(shape, count, out_dtype, out_bits)
+        if len(weights) != count:
+            raise ValueError(f"{len(weights)} weights for {count} frames")
+        self.weights = [float(w) for w in weights]
+        size = int(np.prod(self.shape, dtype=np.int64))
+        self._acc = np.zeros(size, np.float64)
+        self._t = np.empty(min(CHUNK, size), np.float64)
+
+    @staticmethod
+    def bytes_per_sample(in_dtype: np.dtype, count: int) -> int:
+        return 8
+
+    def _reset(self, size: int) -> None:
+        self._first = True
+
+    def _add(self, flat: np.ndarray, index: int) -> None:
+        w = self.weights[index]
+        with np.errstate(invalid="ignore", over="ignore"):
+            if self._first:
+                np.multiply(flat, w, out=self._acc[: flat.size], casting="unsafe")
+                self._first = False
+                return
+            for start in _chunks(flat.size):
+                stop = min(start + CHUNK, flat.size)
+                t = self._t[: stop - start]
+                np.multiply(flat[start:stop], w, out=t, casting="unsafe")
+                acc = self._acc[start:stop]
+                np.add(acc, t, out=acc)
+
+    def _finish(self, out: np.ndarray) -> int:
+        if self.out_dtype.kind not in "uib":
+            out[...] = self._acc[: out.size]
+            return 0
+        lo, hi = self.out_range
+        clipped = 0
+        for start in _chunks(out.size):
+            t = self._t[: min(CHUNK, out.size - start)]
+            t[...] = self._acc[start : start + CHUNK]
+            clipped += _round_into(t, out[start : start + CHUNK], lo, hi)
+        return clipped
+
+
+def make_accumulator(
+    shape: tuple[int, ...],
+    count: int,
+    in_dtype: np.dtype,
+    out_dtype: np.dtype,
+    weights: Sequence[float] | None = None,
+    out_bits: int | None = None,
+) -> Accumulator:
+    """Pick the accumulator for a job: exact integer mean, compensated float mean or weighted sum."""
+    in_dtype = np.dtype(in_dtype)
+    if weights is not None:
+        return WeightedSum(shape, count, in_dtype, out_dtype, weights, out_bits)
+    if in_dtype.kind in "uib":
+        return IntegerMean(shape, count, in_dtype, out_dtype, out_bits)
+    return CompensatedMean(shape, count, in_dtype, out_dtype, out_bits)
+
+
+def accumulator_bytes_per_sample(in_dtype: np.dtype, count: int, weighted: bool) -> int:
+    """Accumulator bytes per sample for the job, for the planner."""
+    in_dtype = np.dtype(in_dtype)
+    if weighted:
+        return WeightedSum.bytes_per_sample(in_dtype, count)
+    if in_dtype.kind in "uib":
+        return IntegerMean.bytes_per_sample(in_dtype, count)
+    return CompensatedMean.bytes_per_sample(in_dtype, count)

@@ -1,0 +1,164 @@
+"""Sizing bands of rows from a memory budget.
+
+Pure functions, no I/O: the engine describes every buffer it will allocate as
+either a fixed number of bytes or a number of bytes per band row, and
+:func:`plan_bands` picks the tallest band that fits the budget.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .errors import BudgetError, UsageError
+from .windows import Band, cover
+
+__all__ = ["Plan", "plan_bands", "parse_size", "format_size", "DEFAULT_MAX_MEMORY"]
+
+#: Default budget for pixel buffers: enough for tall bands on large images,
+#: small enough for a shared server or a laptop.
+DEFAULT_MAX_MEMORY = 512 * 2**20
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
+    "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a memory size such as ``"512MiB"``, ``"2GB"`` or ``"1e9"`` into bytes.
+
+    Decimal units (kB, MB, GB) are powers of 1000, binary units (KiB, MiB,
+    GiB) powers of 1024; a bare number is bytes.
+
+    Raises
+    ------
+    UsageError
+        If the text is not a positive size.
+    """
+    if isinstance(text, int):
+        value = text
+    else:
+        match = _SIZE_RE.match(str(text))
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _UNITS:
+            try:
+                value = int(float(text))
+            except ValueError:
+                raise UsageError(
+                    f"invalid size {text!r}: use a number with a unit such as 512MiB or 2GB"
+                ) from None
+        else:
+            value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise UsageError(f"invalid size {text!r}: must be positive")
+    return value
+
+
+def format_size(nbytes: float) -> str:
+    """Format a byte count for people: ``format_size(3 * 2**20) == '3.0 MiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(nbytes) < 1024 or unit == "TiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How an image of ``height`` rows is processed.
+
+    Attributes
+    ----------
+    band_height : int
+        Rows per band (the last band may be shorter).
+    bands : tuple of Band
+        Consecutive bands covering every row exactly once.
+    memory : int
+        Bytes of pixel buffers the plan allocates at most.
+    breakdown : dict
+        Bytes per named buffer at ``band_height``.
+    """
+
+    band_height: int
+    bands: tuple[Band, ...]
+    memory: int
+    breakdown: Mapping[str, int] = field(default_factory=dict)
+
+
+def plan_bands(
+    height: int,
+    *,
+    budget: int,
+    per_row: Mapping[str, int],
+    fixed: Mapping[str, int] | None = None,
+    align: int = 1,
+    prefer_align: int = 1,
+    max_rows: int | None = None,
+    what: str = "this stack",
+) -> Plan:
+    """Choose the tallest band of rows whose buffers fit ``budget``.
+
+    Parameters
+    ----------
+    height : int
+        Image height in rows.
+    budget : int
+        Bytes available for pixel buffers.
+    per_row : mapping of str to int
+        Buffers whose size grows with the band: bytes per band row.
+    fixed : mapping of str to int, optional
+        Buffers of a fixed size, in bytes.
+    align : int
+        Band heights must be a multiple of this (output strip or tile height);
+        the last band is exempt.
+    prefer_align : int
+        A multiple of ``align`` to prefer when it fits (input strip or tile
+        height, so that no input segment is decoded twice).
+    max_rows : int, optional
+        Do not make bands taller than this, even if the budget allows.
+    what : str
+        Named in the error message.
+
+    Raises
+    ------
+    BudgetError
+        If not even one aligned band fits the budget.
+    """
+    fixed = dict(fixed or {})
+    per_row = dict(per_row)
+    if align <= 0 or prefer_align <= 0:
+        raise ValueError("alignment must be positive")
+    row_bytes = sum(per_row.values())
+    fixed_bytes = sum(fixed.values())
+    room = budget - fixed_bytes
+    rows = room // row_bytes if row_bytes else height
+    if max_rows is not None:
+        rows = min(rows, max(1, max_rows))
+    rows = min(rows, height)
+    step = align
+    lcm = math.lcm(align, prefer_align)
+    if rows >= lcm or rows >= height:
+        step = lcm
+    band_height = height if rows >= height else (rows // step) * step
+    if band_height <= 0:
+        need = fixed_bytes + row_bytes * min(align, height)
+        raise BudgetError(
+            f"{what} needs at least {format_size(need)} of memory "
+            f"({format_size(fixed_bytes)} fixed + {format_size(row_bytes)} per row, "
+            f"{min(align, height)} rows at least) but the budget is {format_size(budget)}; "
+            "raise --max-memory, or use tiled or striped TIFF inputs and output"
+        )
+    breakdown = {name: nbytes * band_height for name, nbytes in per_row.items()}
+    breakdown.update(fixed)
+    return Plan(
+        band_height=band_height,
+        bands=tuple(cover(height, band_height)),
+        memory=fixed_bytes + row_bytes * band_height,
+        breakdown=breakdown,
+    )

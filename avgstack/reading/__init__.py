@@ -1,0 +1,68 @@
+"""Reader adapters: one per backend, chosen from a file's first bytes, never its name."""
+
+from __future__ import annotations
+
+import os
+from typing import Union
+
+import numpy as np
+
+from ..errors import InputError
+from .base import ALPHA_KINDS, ImageInfo, Source
+from .files import FilePool
+
+__all__ = ["open_source", "ImageInfo", "Source", "FilePool", "ALPHA_KINDS", "InputSpec"]
+
+InputSpec = Union[str, "os.PathLike[str]", np.ndarray]
+
+
+def open_source(spec: InputSpec, pool: FilePool, index: int = 0) -> Source:
+    """Open one input from headers only.
+
+    Parameters
+    ----------
+    spec : str, path-like or ndarray
+        A file path (``'scan.tif[2]'`` selects a TIFF page) or an array in
+        OpenCV's layout.
+    pool : FilePool
+        Descriptor pool that TIFF band reads draw from.
+    index : int
+        Position in the stack, used to name arrays in messages.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable, empty or unrecognised file.
+    """
+    if isinstance(spec, np.ndarray):
+        from .arrays import ArraySource
+
+        return ArraySource(spec, f"array #{index}")
+    from .headers import sniff_format
+    from .tiff import split_page_suffix
+
+    path, page = split_page_suffix(os.fspath(spec))
+    name = os.fspath(spec)
+    if not os.path.exists(path):
+        raise InputError(f"{name}: no such file")
+    if os.path.isdir(path):
+        raise InputError(f"{name}: is a directory, not an image")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(32)
+    except OSError as err:
+        raise InputError(f"{name}: cannot read ({err.strerror or err})") from err
+    if not head:
+        raise InputError(f"{name}: empty file (0 bytes)")
+    fmt = sniff_format(head)
+    if fmt == "tiff":
+        from .tiff import TiffSource
+
+        return TiffSource(path, page, pool, name=name)
+    if page:
+        raise InputError(f"{name}: pages can only be selected in TIFF files")
+    if fmt is None:
+        raise InputError(f"{name}: not an image avgstack can read (unknown format)")
+    from .opencv import OpenCVSource
+
+    return OpenCVSource(path, fmt, name=name)

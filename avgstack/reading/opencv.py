@@ -1,0 +1,138 @@
+"""OpenCV's layout and its decoders: the only place that knows about BGR.
+
+Inputs that are not TIFF (PNG, JPEG, BMP, PNM, WebP, EXR, ...) are decoded
+whole by ``cv2.imread(..., IMREAD_UNCHANGED)`` into one reused frame buffer.
+Their shape and type come from headers (:mod:`.headers`) where the format
+allows. This module also converts between OpenCV's BGR(A) order, used by the
+public API, and the stored RGB(A) order used everywhere inside avgstack.
+"""
+
+from __future__ import annotations
+
+import os
+
+# must be set before cv2 is imported; the memory budget is our own limit
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2**40))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..errors import InputError, ReadError  # noqa: E402
+from ..windows import Band  # noqa: E402
+from .base import ImageInfo, Source  # noqa: E402
+from .headers import HeaderError, probe_header  # noqa: E402
+
+__all__ = ["OpenCVSource", "swap_red_blue", "info_for_opencv_layout"]
+
+
+def swap_red_blue(array: np.ndarray, *, inplace: bool = False) -> np.ndarray:
+    """Convert BGR(A) to RGB(A) or back; arrays with other channel counts pass through.
+
+    Parameters
+    ----------
+    array : ndarray
+        ``(rows, cols)`` or ``(rows, cols, channels)``.
+    inplace : bool
+        Swap inside ``array`` instead of returning a new array.
+    """
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        return array
+    if not inplace:
+        order = [2, 1, 0] + ([3] if array.shape[2] == 4 else [])
+        return array[..., order]
+    for start in range(0, array.shape[0], 256):  # bounded temporary
+        rows = array[start : start + 256]
+        blue = rows[..., 0].copy()
+        rows[..., 0] = rows[..., 2]
+        rows[..., 2] = blue
+    return array
+
+
+def info_for_opencv_layout(
+    name: str, height: int, width: int, channels: int, dtype: np.dtype, fmt: str, streamable: bool
+) -> ImageInfo:
+    """Describe an image that OpenCV returns with ``channels`` channels in BGR(A) order."""
+    photometric = "rgb" if channels in (3, 4) else "minisblack"
+    extrasamples = (2,) if channels in (2, 4) else ()  # OpenCV alpha is unassociated
+    return ImageInfo(
+        name=name,
+        height=height,
+        width=width,
+        samples=channels,
+        dtype=np.dtype(dtype),
+        photometric=photometric,
+        extrasamples=extrasamples,
+        format=fmt,
+        streamable=streamable,
+        segment_height=1,
+        metadata={"extratags": []},
+    )
+
+
+class OpenCVSource(Source):
+    """An image OpenCV decodes whole; bands must span the whole frame.
+
+    Parameters
+    ----------
+    path : str
+        File path.
+    fmt : str
+        Format sniffed from the file's first bytes.
+    name : str, optional
+        How the input is named in messages.
+    """
+
+    def __init__(self, path: str, fmt: str, name: str | None = None) -> None:
+        self.path = path
+        name = name or path
+        try:
+            header = probe_header(path)
+        except HeaderError as err:
+            raise InputError(f"{name}: damaged {fmt.upper()} header ({err})") from err
+        except OSError as err:
+            raise InputError(f"{name}: cannot read ({err.strerror or err})") from err
+        if header is None:
+            # no header parser for this format: decode once to learn its shape
+            frame = self._imread(path, name, None)
+            height, width = frame.shape[:2]
+            channels = 1 if frame.ndim == 2 else frame.shape[2]
+            dtype = frame.dtype
+            del frame
+        else:
+            height, width, channels, dtype = header.height, header.width, header.channels, header.dtype
+        if height <= 0 or width <= 0:
+            raise InputError(f"{name}: empty image")
+        self.info = info_for_opencv_layout(name, height, width, channels, dtype, fmt, streamable=False)
+
+    @staticmethod
+    def _imread(path: str, name: str, dst: np.ndarray | None) -> np.ndarray:
+        try:
+            if dst is None:
+                frame = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+            else:
+                frame = cv2.imread(path, dst, cv2.IMREAD_UNCHANGED)
+        except cv2.error as err:
+            raise ReadError(f"{name}: OpenCV could not decode it ({str(err).strip().splitlines()[-1]})") from err
+        if frame is None or frame.size == 0:
+            raise ReadError(f"{name}: OpenCV could not decode it (damaged or unsupported file)")
+        return frame
+
+    def read_band(self, band: Band, out: np.ndarray) -> int:
+        info = self.info
+        if band.start != 0 or band.height != info.height:
+            raise ValueError(f"{info.name}: {info.format} inputs are decoded whole, not in bands")
+        target = out if info.samples > 1 else out.reshape(info.height, info.width)
+        frame = self._imread(self.path, info.name, target)
+        got = (frame.shape[0], frame.shape[1], 1 if frame.ndim == 2 else frame.shape[2])
+        if got != info.shape or frame.dtype != info.dtype:
+            raise ReadError(
+                f"{info.name}: decoded as {got[1]}x{got[0]}x{got[2]} {frame.dtype}, "
+                f"header said {info.width}x{info.height}x{info.samples} {info.dtype}"
+            )
+        if not np.shares_memory(frame, out):
+            target[...] = frame
+        swap_red_blue(out, inplace=True)
+        try:
+            return os.path.getsize(self.path)
+        except OSError:  # pragma: no cover
+            return 0

@@ -1,0 +1,1 @@
+"""Writers: streamed TIFF, whole-frame OpenCV formats, and atomic replacement of the target."""
