@@ -7,7 +7,7 @@
 
 import logging
 
-from .api import Report, average, average_to_file
+from .api import JobPlan, Report, average, average_to_file, plan_to_file
 from .engine import Progress
 from .errors import (
     AvgstackError,
@@ -27,7 +27,9 @@ __version__ = "0.1.0"
 __all__ = [
     "average",
     "average_to_file",
+    "plan_to_file",
     "Report",
+    "JobPlan",
     "Progress",
     "AvgstackError",
     "UsageError",

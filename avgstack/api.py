@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from .writing import opencv as opencv_writer
 from .writing.atomic import atomic_output, check_output
 from .writing.tiff import TiffOptions, encode_scratch, needs_bigtiff, segment_rows, write_tiff
 
-__all__ = ["average", "average_to_file", "Report", "default_threads"]
+__all__ = ["average", "average_to_file", "plan_to_file", "Report", "JobPlan", "FileJob", "default_threads"]
 
 log = logging.getLogger("avgstack")
 
@@ -174,6 +175,250 @@ def average(
         return result[:, :, 0] if s == 1 else result
 
 
+@dataclass(frozen=True)
+class JobPlan:
+    """What :func:`average_to_file` will do, known from headers alone (``--dry-run``).
+
+    Attributes
+    ----------
+    inputs : tuple of str
+        Input names.
+    output : str
+        Output path.
+    shape : tuple of int
+        ``(height, width, samples)``.
+    description : str
+        The inputs' kind, e.g. ``6000x6000 RGBA uint8``.
+    dtype : str
+        Output sample type.
+    weighted : bool
+        Weighted sum rather than mean.
+    output_format : str
+        ``'tiff'`` or the OpenCV extension.
+    compression : str
+        TIFF compression.
+    tile : int or None
+        TIFF tile size.
+    bigtiff : bool
+        Whether the output will be BigTIFF.
+    bands : int
+        Number of bands.
+    band_height : int
+        Rows per band.
+    memory : int
+        Bytes of pixel buffers the plan allocates.
+    budget : int
+        The memory budget.
+    threads : int
+        Inputs decoded at once.
+    read_bytes : int
+        Bytes the inputs occupy on disk (read once).
+    write_bytes : int
+        Uncompressed size of the output pixels.
+    """
+
+    inputs: tuple[str, ...]
+    output: str
+    shape: tuple[int, int, int]
+    description: str
+    dtype: str
+    weighted: bool
+    output_format: str
+    compression: str
+    tile: int | None
+    bigtiff: bool
+    bands: int
+    band_height: int
+    memory: int
+    budget: int
+    threads: int
+    read_bytes: int
+    write_bytes: int
+
+    def lines(self) -> list[str]:
+        """The plan, for people."""
+        h, w, s = self.shape
+        return [
+            f"inputs: {len(self.inputs)} frames of {self.description}",
+            f"operation: {'weighted sum' if self.weighted else 'exact mean'}",
+            f"output: {self.output} ({self.output_format.upper()}"
+            + (f", {'BigTIFF' if self.bigtiff else 'classic TIFF'}, compression {self.compression}"
+               + (f", tiles {self.tile}x{self.tile}" if self.tile else ", strips")
+               if self.output_format == "tiff" else "")
+            + f"), {w}x{h}x{s} {self.dtype}",
+            f"bands: {self.bands} of {self.band_height} rows, {self.threads} thread(s)",
+            f"memory: {format_size(self.memory)} of pixel buffers (budget {format_size(self.budget)})",
+            f"read: {format_size(self.read_bytes)}; write: {format_size(self.write_bytes)}"
+            + (" before compression" if self.compression != "none" else ""),
+        ]
+
+
+class FileJob:
+    """A stack opened, checked and planned for writing to a file.
+
+    The two halves of :func:`average_to_file`, for callers that show the plan
+    before running it (the command line). Takes the same arguments; use as a
+    context manager, then :meth:`describe` and :meth:`run`.
+    """
+
+    def __init__(self, inputs, out, weights, dtype, max_memory, compression, tile, threads) -> None:
+        from .reading.tiff import split_page_suffix
+
+        self.out = os.fspath(out)
+        self.budget = _budget(max_memory)
+        threads = _threads(threads)
+        self.is_tiff = self.out.lower().endswith(_TIFF_EXTENSIONS)
+        if self.is_tiff:
+            self.options = TiffOptions(compression=compression or "none", tile=tile)
+        else:
+            if compression not in (None, "none") or tile:
+                raise UsageError("--compression and --tile apply to TIFF output only")
+            self.ext = opencv_writer.check_writable(self.out)
+            self.options = TiffOptions()
+        self.stack = Stack(inputs, weights, dtype)
+        try:
+            stack = self.stack
+            h, w, s = stack.shape
+            self.paths = [split_page_suffix(os.fspath(i))[0] for i in stack_inputs(inputs)]
+            check_output(self.out, self.paths)
+            itemsize = stack.out_dtype.itemsize
+            self.frame_bytes = h * w * s * itemsize
+            if self.is_tiff:
+                self.plan, self.threads = stack.plan(
+                    self.budget,
+                    threads=threads,
+                    output_rows=segment_rows(self.options, w, s, itemsize),
+                    output_fixed={"encoder": encode_scratch(self.options, w, s, itemsize, threads)},
+                )
+            else:
+                self.plan, self.threads = stack.plan(
+                    self.budget,
+                    threads=threads,
+                    output_band=False,
+                    output_fixed={"result": self.frame_bytes, "encoder": opencv_writer.encode_bytes(self.frame_bytes)},
+                )
+        except BaseException:
+            self.stack.close()
+            raise
+
+    def describe(self) -> JobPlan:
+        """Return the plan."""
+        stack = self.stack
+        read = 0
+        for path in self.paths:
+            with contextlib.suppress(OSError):
+                read += os.path.getsize(path)
+        read += sum(i.frame_bytes for i in stack.infos if i.format == "array")
+        return JobPlan(
+            inputs=tuple(i.name for i in stack.infos),
+            output=self.out,
+            shape=stack.shape,
+            description=stack.info.describe(),
+            dtype=stack.out_dtype.name,
+            weighted=stack.weights is not None,
+            output_format="tiff" if self.is_tiff else self.ext.lstrip("."),
+            compression=self.options.compression if self.is_tiff else "none",
+            tile=self.options.tile if self.is_tiff else None,
+            bigtiff=self.is_tiff and needs_bigtiff(self.options, stack.shape, stack.out_dtype.itemsize),
+            bands=len(self.plan.bands),
+            band_height=self.plan.band_height,
+            memory=self.plan.memory,
+            budget=self.budget,
+            threads=self.threads,
+            read_bytes=read,
+            write_bytes=self.frame_bytes,
+        )
+
+    def run(self, progress: ProgressCallback | None = None, start: float | None = None) -> Report:
+        """Process and write the output; ``start`` is the clock time the job began."""
+        start = clock() if start is None else start
+        stack, plan, threads = self.stack, self.plan, self.threads
+        log.debug(
+            "averaging %d frames of %s into %s: %d bands of %d rows, %s of buffers, %d thread(s)",
+            stack.count, stack.info.describe(), self.out, len(plan.bands), plan.band_height,
+            format_size(plan.memory), threads,
+        )
+        stats: dict = {}
+        bigtiff = False
+        with atomic_output(self.out) as fh:
+            if self.is_tiff:
+                bigtiff = write_tiff(
+                    fh,
+                    stack.bands(plan, threads=threads, progress=progress, stats=stats),
+                    shape=stack.shape,
+                    dtype=stack.out_dtype,
+                    options=self.options,
+                    photometric=stack.info.photometric,
+                    extrasamples=stack.extrasamples,
+                    bits=stack.out_bits,
+                    metadata=stack.info.metadata,
+                    threads=threads,
+                )
+            else:
+                result = np.empty(stack.shape, stack.out_dtype)
+                for _ in stack.bands(plan, threads=threads, out=result, progress=progress, stats=stats):
+                    pass
+                opencv_writer.write_opencv(fh, result, self.ext, self.out)
+                del result
+            written = fh.tell()
+        _warn_clipped(stats["clipped"], stack.out_dtype)
+        report = Report(
+            output=self.out,
+            shape=stack.shape,
+            dtype=stack.out_dtype.name,
+            frames=stack.count,
+            seconds=clock() - start,
+            peak_memory=peak_rss(),
+            clipped=stats["clipped"],
+            bands=len(plan.bands),
+            band_height=plan.band_height,
+            planned_memory=plan.memory,
+            bytes_read=stats["bytes_read"],
+            bytes_written=written,
+            bigtiff=bigtiff,
+            threads=threads,
+        )
+        log.info("%s", report.summary())
+        return report
+
+    def close(self) -> None:
+        """Release every input."""
+        self.stack.close()
+
+    def __enter__(self) -> "FileJob":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def stack_inputs(inputs: Sequence[InputSpec] | InputSpec) -> list[InputSpec]:
+    """Inputs as a list (a single path or array is a stack of one)."""
+    if isinstance(inputs, (str, os.PathLike, np.ndarray)):
+        return [inputs]
+    return list(inputs)
+
+
+def plan_to_file(
+    inputs: Sequence[InputSpec],
+    out: str | os.PathLike[str],
+    weights: Sequence[float] | None = None,
+    *,
+    dtype: str | np.dtype | None = None,
+    max_memory: int | str | None = None,
+    compression: str | None = None,
+    tile: int | None = None,
+    threads: int | None = None,
+) -> JobPlan:
+    """Check a job from headers and return its plan without reading pixels or writing anything.
+
+    Takes the arguments of :func:`average_to_file` and raises the same errors
+    it would raise before processing.
+    """
+    with FileJob(stack_inputs(inputs), out, weights, dtype, max_memory, compression, tile, threads) as job:
+        return job.describe()
+
+
 def average_to_file(
     inputs: Sequence[InputSpec],
     out: str | os.PathLike[str],
@@ -198,7 +443,7 @@ def average_to_file(
         As for :func:`average`.
     out : str or path-like
         Output file; written to a temporary file beside it and renamed over it
-        only on success.
+        only on success. Never an input.
     compression : str, optional
         TIFF compression: ``'none'`` (default), ``'lzw'``, ``'deflate'``,
         ``'zstd'``, ``'packbits'`` or ``'lzma'``.
@@ -211,82 +456,5 @@ def average_to_file(
         Shape, dtype, frames, seconds, peak memory, clipped samples, ...
     """
     start = clock()
-    out = os.fspath(out)
-    budget = _budget(max_memory)
-    threads = _threads(threads)
-    is_tiff = out.lower().endswith(_TIFF_EXTENSIONS)
-    if is_tiff:
-        options = TiffOptions(compression=compression or "none", tile=tile)
-    else:
-        if compression not in (None, "none") or tile:
-            raise UsageError("--compression and --tile apply to TIFF output only")
-        ext = opencv_writer.check_writable(out)
-    with Stack(inputs, weights, dtype) as stack:
-        h, w, s = stack.shape
-        paths = [os.fspath(i) for i in inputs if not isinstance(i, np.ndarray)]
-        from .reading.tiff import split_page_suffix
-
-        check_output(out, [split_page_suffix(p)[0] for p in paths])
-        itemsize = stack.out_dtype.itemsize
-        if is_tiff:
-            plan, threads = stack.plan(
-                budget,
-                threads=threads,
-                output_rows=segment_rows(options, w, s, itemsize),
-                output_fixed={"encoder": encode_scratch(options, w, s, itemsize, threads)},
-            )
-        else:
-            frame = h * w * s * itemsize
-            plan, threads = stack.plan(
-                budget,
-                threads=threads,
-                output_band=False,
-                output_fixed={"result": frame, "encoder": opencv_writer.encode_bytes(frame)},
-            )
-        log.info(
-            "averaging %d frames of %s into %s: %d bands of %d rows, %s of buffers, %d thread(s)",
-            stack.count, stack.info.describe(), out, len(plan.bands), plan.band_height,
-            format_size(plan.memory), threads,
-        )
-        stats: dict = {}
-        bigtiff = False
-        with atomic_output(out) as fh:
-            if is_tiff:
-                bigtiff = write_tiff(
-                    fh,
-                    stack.bands(plan, threads=threads, progress=progress, stats=stats),
-                    shape=stack.shape,
-                    dtype=stack.out_dtype,
-                    options=options,
-                    photometric=stack.info.photometric,
-                    extrasamples=stack.extrasamples,
-                    bits=stack.out_bits,
-                    metadata=stack.info.metadata,
-                    threads=threads,
-                )
-            else:
-                result = np.empty(stack.shape, stack.out_dtype)
-                for _ in stack.bands(plan, threads=threads, out=result, progress=progress, stats=stats):
-                    pass
-                opencv_writer.write_opencv(fh, result, ext, out)
-                del result
-            written = fh.tell()
-        _warn_clipped(stats["clipped"], stack.out_dtype)
-        report = Report(
-            output=out,
-            shape=stack.shape,
-            dtype=stack.out_dtype.name,
-            frames=stack.count,
-            seconds=clock() - start,
-            peak_memory=peak_rss(),
-            clipped=stats["clipped"],
-            bands=len(plan.bands),
-            band_height=plan.band_height,
-            planned_memory=plan.memory,
-            bytes_read=stats["bytes_read"],
-            bytes_written=written,
-            bigtiff=bigtiff,
-            threads=threads,
-        )
-        log.info("%s", report.summary())
-        return report
+    with FileJob(stack_inputs(inputs), out, weights, dtype, max_memory, compression, tile, threads) as job:
+        return job.run(progress, start)

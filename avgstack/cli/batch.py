@@ -1,0 +1,150 @@
+"""Batch files: several stacks in one run, for cron.
+
+A batch file is TOML. Top-level keys set defaults; each ``[[jobs]]`` table
+names an ``output`` and its ``inputs`` and may override any default::
+
+    max_memory = "1GiB"
+    compression = "zstd"
+
+    [[jobs]]
+    output = "out/mean.tif"
+    inputs = ["night/*.tif"]
+
+    [[jobs]]
+    output = "out/diff.tif"
+    inputs = ["@lists/diff.txt"]
+    weights = [1.0, -1.0]
+    dtype = "float32"
+
+Relative paths are resolved against the batch file's folder. The whole file is
+validated before any job runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine import DTYPES
+from ..errors import UsageError
+from ..planning import parse_size
+from ..writing.tiff import COMPRESSIONS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["BatchJob", "load_batch", "is_up_to_date"]
+
+_OPTION_KEYS = {"weights", "dtype", "compression", "tile", "max_memory", "threads"}
+_JOB_KEYS = _OPTION_KEYS | {"output", "inputs"}
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """One job of a batch file, with defaults applied and paths resolved."""
+
+    number: int
+    output: str
+    inputs: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"job {self.number} ({self.output})"
+
+
+def _check_options(where: str, table: dict[str, Any]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "weights":
+            if not isinstance(value, list) or not value or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) for w in value
+            ):
+                raise UsageError(f"{where}: weights must be a list of numbers")
+            options[key] = [float(w) for w in value]
+        elif key == "dtype":
+            if value not in DTYPES:
+                raise UsageError(f"{where}: dtype must be one of {', '.join(DTYPES)}, got {value!r}")
+            options[key] = value
+        elif key == "compression":
+            if value not in COMPRESSIONS:
+                raise UsageError(f"{where}: compression must be one of {', '.join(COMPRESSIONS)}, got {value!r}")
+            options[key] = value
+        elif key in ("tile", "threads"):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise UsageError(f"{where}: {key} must be a positive integer, got {value!r}")
+            if key == "tile" and value % 16:
+                raise UsageError(f"{where}: tile must be a multiple of 16, got {value}")
+            options[key] = value
+        elif key == "max_memory":
+            if not isinstance(value, (str, int)) or isinstance(value, bool):
+                raise UsageError(f"{where}: max_memory must be a size such as \"512MiB\"")
+            try:
+                options[key] = parse_size(value)
+            except UsageError as err:
+                raise UsageError(f"{where}: {err}") from None
+    return options
+
+
+def load_batch(path: str) -> list[BatchJob]:
+    """Read and fully validate a batch file.
+
+    Raises
+    ------
+    UsageError
+        The file cannot be read, is not TOML, or has an invalid key or value.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read batch file ({err.strerror or err})") from err
+    except tomllib.TOMLDecodeError as err:
+        raise UsageError(f"{path}: not valid TOML ({err})") from err
+    folder = os.path.dirname(os.path.abspath(path))
+    unknown = set(data) - _OPTION_KEYS - {"jobs"}
+    if unknown:
+        raise UsageError(f"{path}: unknown top-level key(s): {', '.join(sorted(unknown))}")
+    defaults = _check_options(f"{path}: defaults", {k: v for k, v in data.items() if k != "jobs"})
+    tables = data.get("jobs")
+    if not isinstance(tables, list) or not tables:
+        raise UsageError(f"{path}: no [[jobs]] tables")
+    jobs: list[BatchJob] = []
+    outputs: set[str] = set()
+    for number, table in enumerate(tables, 1):
+        where = f"{path}: job {number}"
+        if not isinstance(table, dict):
+            raise UsageError(f"{where}: must be a table")
+        unknown = set(table) - _JOB_KEYS
+        if unknown:
+            raise UsageError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
+        output = table.get("output")
+        if not isinstance(output, str) or not output:
+            raise UsageError(f"{where}: 'output' (a file path) is required")
+        inputs = table.get("inputs")
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) and i for i in inputs):
+            raise UsageError(f"{where}: 'inputs' must be a non-empty list of paths, globs or @lists")
+        output = output if os.path.isabs(output) else os.path.join(folder, output)
+        if os.path.abspath(output) in outputs:
+            raise UsageError(f"{where}: output {output} is already written by an earlier job")
+        outputs.add(os.path.abspath(output))
+        options = dict(defaults)
+        options.update(_check_options(where, {k: v for k, v in table.items() if k in _OPTION_KEYS}))
+        jobs.append(BatchJob(number, output, tuple(inputs), options))
+    return jobs
+
+
+def is_up_to_date(output: str, inputs: list[str], batch_file: str) -> bool:
+    """True if ``output`` exists and is newer than every input and the batch file."""
+    from ..reading.tiff import split_page_suffix
+
+    try:
+        done = os.stat(output).st_mtime
+        newest = max(os.stat(split_page_suffix(p)[0]).st_mtime for p in [*inputs, batch_file])
+    except (OSError, ValueError):
+        return False
+    return done > newest

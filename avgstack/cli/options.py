@@ -1,0 +1,138 @@
+"""The argument parser: every option, with help and examples."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import __version__
+from ..api import default_threads
+from ..engine import DTYPES
+from ..errors import UsageError
+from ..planning import DEFAULT_MAX_MEMORY, format_size, parse_size
+from ..writing.tiff import COMPRESSIONS
+
+__all__ = ["build_parser", "EPILOG"]
+
+EPILOG = """\
+examples:
+  mean of three frames:
+    python -m avgstack -o avg.tif a.tif b.tif c.tif
+  weighted sum (negative weights allowed):
+    python -m avgstack -o avg.tif a.tif b.tif c.tif --weights 0.01 -0.002 -0.002
+  the same with the weights first:
+    python -m avgstack --weights=0.01,-0.002,-0.002 -o avg.tif a.tif b.tif c.tif
+  thousands of inputs from a list file or a quoted glob (expanded by avgstack, sorted):
+    python -m avgstack -o avg.tif @frames.txt
+    python -m avgstack -o avg.tif 'night/*.tif'
+  second page of multi-page TIFFs, 16-bit output, LZW tiles, 2 GB budget:
+    python -m avgstack -o avg.tif 'scan1.tif[1]' 'scan2.tif[1]' --dtype uint16 \\
+        --compression lzw --tile 256 --max-memory 2GB
+  check a job without reading pixels or writing anything:
+    python -m avgstack --dry-run -o avg.tif 'night/*.tif'
+  several stacks from a batch file (for cron):
+    python -m avgstack --batch jobs.toml --log-file avgstack.log
+
+The mean is exact: integer results are the exactly computed mean, rounded half
+to even. Weighted sums are computed in float64, then rounded half to even and
+saturated to the output type (the number of saturated samples is reported).
+
+exit codes:
+  0    success (and --dry-run)
+  1    failure while processing (corrupt pixel data, disk full, a failed batch job)
+  2    bad usage, or an input/output problem found before processing started
+  130  interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM). Outputs are never
+       left half-written: the previous output stays as it was.
+"""
+
+
+class _WeightsAction(argparse.Action):
+    """Collect weights given as separate values, comma-separated, or both."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: D102
+        weights = []
+        for value in values:
+            for part in str(value).split(","):
+                part = part.strip()
+                if not part:
+                    continue
+                try:
+                    weights.append(float(part))
+                except ValueError:
+                    parser.error(
+                        f"--weights: {part!r} is not a number (put --weights after the inputs, "
+                        "or write --weights=W1,W2,...)"
+                    )
+        setattr(namespace, self.dest, weights)
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser (also renders ``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog="avgstack",
+        description=(
+            "Average a stack of images of any size, or combine them with weights, within a "
+            "memory budget. TIFF inputs and outputs stream in bands of rows; the output is "
+            "written to a temporary file and renamed over OUT only on success."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    io = parser.add_argument_group("inputs and output")
+    io.add_argument("inputs", nargs="*", metavar="INPUT",
+                    help="image files: TIFF/BigTIFF in any layout ('scan.tif[N]' picks page N), or PNG, "
+                         "JPEG, BMP, PNM, WebP, EXR, ... (decoded whole). '@list.txt' reads paths from a "
+                         "file (one per line, '#' comments); quoted globs such as 'dir/*.tif' are expanded")
+    io.add_argument("-o", "--output", metavar="OUT",
+                    help="output file, e.g. avg.tif; .tif/.tiff streams, other extensions (.png, ...) "
+                         "are encoded whole by OpenCV")
+    io.add_argument("--batch", metavar="TOML",
+                    help="run the jobs of a batch file instead (see README, 'Nightly batches')")
+    io.add_argument("--force", action="store_true",
+                    help="with --batch: redo jobs whose output is newer than their inputs")
+
+    maths = parser.add_argument_group("what to compute")
+    maths.add_argument("-w", "--weights", nargs="+", action=_WeightsAction, metavar="W",
+                       help="one weight per input: the result is sum(w_i * input_i), e.g. "
+                            "--weights 0.01 -0.002 -0.002 or --weights=0.01,-0.002,-0.002. "
+                            "Without weights: the exact mean")
+    maths.add_argument("--dtype", choices=DTYPES, metavar="TYPE",
+                       help=f"output sample type: {', '.join(DTYPES)}; default: the inputs' type, "
+                            "e.g. --dtype float32 keeps fractions and negative sums")
+
+    res = parser.add_argument_group("resources and output format")
+    res.add_argument("-m", "--max-memory", type=_size, default=None, metavar="SIZE",
+                     help=f"budget for pixel buffers, e.g. 64MiB or 2GB (default {format_size(DEFAULT_MAX_MEMORY)}); "
+                          "peak memory stays below Python's own baseline plus this")
+    res.add_argument("-c", "--compression", choices=list(COMPRESSIONS), default=None, metavar="NAME",
+                     help=f"TIFF output compression: {', '.join(COMPRESSIONS)} (default none), e.g. -c zstd")
+    res.add_argument("--tile", type=int, metavar="N",
+                     help="write TIFF tiles of N x N (a multiple of 16) instead of strips, e.g. --tile 256")
+    res.add_argument("-j", "--threads", type=int, default=None, metavar="N",
+                     help=f"inputs decoded at once (default {default_threads()}: this machine's cores, "
+                          "at most 4), e.g. -j 1 for the least memory")
+
+    run = parser.add_argument_group("running")
+    run.add_argument("-n", "--dry-run", action="store_true",
+                     help="check inputs from their headers, print the plan, write nothing")
+    verbosity = run.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true",
+                           help="print the plan and a one-line summary at the end")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    bar = run.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="show a progress bar (default: only when stderr is a terminal)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false",
+                     help="never show a progress bar")
+    run.add_argument("--log-file", metavar="PATH",
+                     help="append timestamped log lines (start, plan, summary or error) to PATH, "
+                          "whatever --quiet says")
+    run.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    run.add_argument("--version", action="version", version=f"avgstack {__version__}")
+    return parser
