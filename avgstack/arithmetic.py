@@ -192,8 +192,9 @@ class IntegerMean(Accumulator):
         out_int = self.out_dtype.kind in "uib"
         clipped = 0
         for start in _chunks(out.size):
-            s = self._acc[start : start + CHUNK]
-            dst = out[start : start + CHUNK]
+            stop = min(start + CHUNK, out.size)
+            s = self._acc[start:stop]
+            dst = out[start:stop]
             if n == 1:
                 q = s
             else:
@@ -279,8 +280,9 @@ class CompensatedMean(Accumulator):
         clipped = 0
         with np.errstate(invalid="ignore", over="ignore"):
             for start in _chunks(out.size):
-                hi = self._hi[start : start + CHUNK]
-                lo = self._lo[start : start + CHUNK]
+                stop = min(start + CHUNK, out.size)
+                hi = self._hi[start:stop]
+                lo = self._lo[start:stop]
                 q = hi / n
                 if self.count > 1:
                     p, e = _two_prod_scalar(q, n)
@@ -289,7 +291,7 @@ class CompensatedMean(Accumulator):
                     # inf and nan sums and products too large to split keep the plain
                     # quotient, as do exact ones (adding +0.0 would turn -0.0 into +0.0)
                     q = np.where(np.isfinite(refined) & (r != 0), refined, q)
-                dst = out[start : start + CHUNK]
+                dst = out[start:stop]
                 if out_int:
                     clipped += _round_into(q, dst, lo_r, hi_r)
                 else:
@@ -337,9 +339,10 @@ class WeightedSum(Accumulator):
         lo, hi = self.out_range
         clipped = 0
         for start in _chunks(out.size):
-            t = self._t[: min(CHUNK, out.size - start)]
-            t[...] = self._acc[start : start + CHUNK]
-            clipped += _round_into(t, out[start : start + CHUNK], lo, hi)
+            stop = min(start + CHUNK, out.size)
+            t = self._t[: stop - start]
+            t[...] = self._acc[start:stop]
+            clipped += _round_into(t, out[start:stop], lo, hi)
         return clipped
 
 

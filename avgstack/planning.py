@@ -138,13 +138,12 @@ def plan_bands(
     fixed_bytes = sum(fixed.values())
     room = budget - fixed_bytes
     rows = room // row_bytes if row_bytes else height
-    if max_rows is not None:
-        rows = min(rows, max(1, max_rows))
-    rows = min(rows, height)
-    step = align
     lcm = math.lcm(align, prefer_align)
-    if rows >= lcm or rows >= height:
-        step = lcm
+    if max_rows is not None:
+        # the cap is a preference: never below one aligned band, nor below the preferred alignment if it fits
+        rows = min(rows, max(max_rows, align, lcm if lcm <= rows else 1))
+    rows = min(rows, height)
+    step = lcm if rows >= lcm or rows >= height else align
     band_height = height if rows >= height else (rows // step) * step
     if band_height <= 0:
         need = fixed_bytes + row_bytes * min(align, height)

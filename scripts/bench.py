@@ -1,0 +1,742 @@
+#!/usr/bin/env python3
+"""Benchmark avgstack against libvips, plain numpy/OpenCV, ImageMagick and the I/O floor.
+
+Stacks are generated once into a cache folder outside the repository and
+reused. Every tool runs in its own process; tools alternate within each
+repetition (A B C, A B C, ...) and the table reports the median wall time
+and the median peak RSS that the kernel measured for the child (wait4).
+
+Examples::
+
+    python scripts/bench.py --quick                       # CI smoke run, ~1000x1000
+    python scripts/bench.py --workloads rgba8-6000,lzw-tiled-4000 --repeat 3
+    python scripts/bench.py --huge --workloads huge-30000 --repeat 1
+
+Extras: ``pip install .[bench]`` (pyvips, pyvips-binary, psutil). Tools that
+are missing are reported as such, not silently dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+GENERATOR_VERSION = 2  # bump when the generated content or layout changes
+MiB = 2**20
+GB = 1e9
+
+
+# ---------------------------------------------------------------------------
+# workloads
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """A stack of generated frames on disk."""
+
+    key: str
+    frames: int
+    width: int
+    height: int
+    samples: int
+    dtype: str
+    compression: str | None = None  # tifffile name: None, "lzw", "deflate"
+    predictor: bool = False
+    tile: int | None = None
+    rowsperstrip: int = 16
+
+    @property
+    def raw_frame_bytes(self) -> int:
+        return self.width * self.height * self.samples * np.dtype(self.dtype).itemsize
+
+    def describe(self) -> str:
+        kind = {4: "RGBA", 3: "RGB", 1: "gray"}[self.samples]
+        comp = self.compression or "uncompressed"
+        if self.predictor:
+            comp += "+predictor"
+        layout = f"tiled {self.tile}" if self.tile else f"strips of {self.rowsperstrip} rows"
+        return f"{self.frames} x {self.width}x{self.height} {kind} {self.dtype}, {comp}, {layout}"
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    stack: StackSpec
+    weights: tuple[float, ...] | None = None
+
+
+def _weights(n: int) -> tuple[float, ...]:
+    return (0.01,) + (-0.002,) * (n - 1)
+
+
+def build_workloads(quick: bool, huge: bool) -> dict[str, Workload]:
+    n = 11
+    size6, size4, size30 = (1000, 1000, 1000) if quick else (6000, 4000, 30000)
+    suffix = "-quick" if quick else ""
+    rgba8 = StackSpec(f"rgba8-{size6}", n, size6, size6, 4, "uint8", rowsperstrip=16)
+    lzw = StackSpec(f"lzw-tiled-{size4}", n, size4, size4, 4, "uint8", "lzw", True, tile=256)
+    rgb16 = StackSpec(f"rgb16-deflate-{size4}", n, size4, size4, 3, "uint16", "deflate", True, rowsperstrip=32)
+    hugestack = StackSpec(f"rgba8-{size30}", n, size30, size30, 4, "uint8", rowsperstrip=16)
+    loads = [
+        Workload("rgba8-6000" + suffix, rgba8),
+        Workload("rgba8-6000-weighted" + suffix, rgba8, _weights(n)),
+        Workload("lzw-tiled-4000" + suffix, lzw),
+        Workload("rgb16-deflate" + suffix, rgb16),
+    ]
+    if huge:
+        loads.append(Workload("huge-30000" + suffix, hugestack))
+    return {w.name: w for w in loads}
+
+
+# ---------------------------------------------------------------------------
+# stack generation (streaming: a band of rows at a time)
+# ---------------------------------------------------------------------------
+
+
+def _content(spec: StackSpec, frame: int, r0: int, r1: int) -> np.ndarray:
+    """Rows r0:r1 of frame ``frame``: smooth gradients + waves + noise, deterministic."""
+    w, h, s = spec.width, spec.height, spec.samples
+    dt = np.dtype(spec.dtype)
+    top = float(np.iinfo(dt).max)
+    y = (np.arange(r0, r1, dtype=np.float32) / h)[:, None]
+    x = (np.arange(w, dtype=np.float32) / w)[None, :]
+    phase = 0.37 * frame
+    out = np.empty((r1 - r0, w, s), dt)
+    rng = np.random.default_rng([frame, r0, spec.width, spec.samples])
+    colour = s - 1 if s == 4 else s
+    for c in range(colour):
+        base = 0.45 + 0.25 * (x * (0.6 + 0.1 * c) + y * (0.4 - 0.1 * c))
+        base = base + 0.15 * np.sin(6.2832 * (x * (2 + c) + phase)) * np.cos(6.2832 * (y * (1.5 + 0.5 * c) - phase))
+        noise = rng.standard_normal((r1 - r0, w), dtype=np.float32) * 0.02
+        v = (base + noise) * top
+        np.clip(v, 0, top, out=v)
+        out[:, :, c] = np.rint(v)
+    if s == 4:  # alpha: opaque except a soft vignette in one corner
+        a = 1.0 - np.clip(1.5 - 2.0 * np.hypot(x, y), 0, 1) * 0.6
+        out[:, :, 3] = np.rint(np.broadcast_to(a, (r1 - r0, w)) * top)
+    return out
+
+
+def _strip_encoder(spec: StackSpec):
+    import tifffile
+
+    code = {None: 1, "lzw": 5, "deflate": 8}[spec.compression]
+    compress = tifffile.TIFF.COMPRESSORS[code] if code != 1 else None
+    predict = tifffile.TIFF.PREDICTORS[2] if spec.predictor else None
+
+    def encode(strip: np.ndarray) -> bytes:
+        data = predict(strip, axis=-2) if predict is not None else strip
+        return compress(data) if compress is not None else data.tobytes()
+
+    return encode
+
+
+def _frame_segments(spec: StackSpec, frame: int):
+    """Yield encoded strips (bytes) or tiles (arrays), top to bottom, a band at a time."""
+    if spec.tile:
+        t = spec.tile
+        for r0 in range(0, spec.height, t):
+            r1 = min(spec.height, r0 + t)
+            band = _content(spec, frame, r0, r1)
+            for c0 in range(0, spec.width, t):
+                yield band[:, c0 : c0 + t]
+    else:
+        encode = _strip_encoder(spec)
+        rps = spec.rowsperstrip
+        band_rows = max(rps, (16 * MiB // max(1, spec.width * spec.samples * 4)) // rps * rps)
+        for b0 in range(0, spec.height, band_rows):
+            b1 = min(spec.height, b0 + band_rows)
+            band = _content(spec, frame, b0, b1)
+            for r in range(0, b1 - b0, rps):
+                yield encode(band[r : r + rps])
+
+
+def write_frame(spec: StackSpec, frame: int, path: Path) -> None:
+    import tifffile
+
+    tmp = path.with_suffix(".tmp")
+    kwargs = dict(
+        shape=(spec.height, spec.width, spec.samples),
+        dtype=spec.dtype,
+        photometric="rgb",
+        planarconfig="contig",
+        extrasamples=["unassalpha"] if spec.samples == 4 else None,
+        compression=spec.compression,
+        predictor=2 if spec.predictor else None,
+        software="avgstack-bench",
+        metadata=None,
+        bigtiff=spec.raw_frame_bytes > 2**32 - 2**26,
+    )
+    if spec.tile:
+        kwargs["tile"] = (spec.tile, spec.tile)
+    else:
+        kwargs["rowsperstrip"] = spec.rowsperstrip
+    tifffile.imwrite(tmp, _frame_segments(spec, frame), **kwargs)
+    os.replace(tmp, path)
+
+
+def stack_dir(cache: Path, spec: StackSpec) -> Path:
+    return cache / f"{spec.key}-{spec.compression or 'raw'}-v{GENERATOR_VERSION}"
+
+
+def stack_ready(cache: Path, spec: StackSpec) -> bool:
+    marker = stack_dir(cache, spec) / "stack.json"
+    try:
+        return json.loads(marker.read_text()) == _spec_json(spec)
+    except (OSError, ValueError):
+        return False
+
+
+def _spec_json(spec: StackSpec) -> dict:
+    d = dict(spec.__dict__)
+    d["generator"] = GENERATOR_VERSION
+    return d
+
+
+def frame_paths(cache: Path, spec: StackSpec) -> list[str]:
+    d = stack_dir(cache, spec)
+    return [str(d / f"frame{i:02d}.tif") for i in range(spec.frames)]
+
+
+def ensure_stack(cache: Path, spec: StackSpec) -> list[str]:
+    paths = frame_paths(cache, spec)
+    if stack_ready(cache, spec) and all(os.path.exists(p) for p in paths):
+        return paths
+    d = stack_dir(cache, spec)
+    d.mkdir(parents=True, exist_ok=True)
+    log(f"generating {spec.describe()} in {d}")
+    t0 = time.perf_counter()
+    for i, p in enumerate(paths):
+        write_frame(spec, i, Path(p))
+        log(f"  frame {i + 1}/{spec.frames} ({os.path.getsize(p) / MiB:.0f} MiB)")
+    (d / "stack.json").write_text(json.dumps(_spec_json(spec)))
+    log(f"  generated in {time.perf_counter() - t0:.1f} s")
+    return paths
+
+
+# ---------------------------------------------------------------------------
+# tools
+# ---------------------------------------------------------------------------
+
+VIPS_SCRIPT = r"""
+import sys, json, pyvips
+args = json.loads(sys.argv[1])
+files, out, weights = args["files"], args["out"], args["weights"]
+ims = [pyvips.Image.new_from_file(f, access="sequential") for f in files]
+fmt = ims[0].format
+if weights is None:
+    res = pyvips.Image.sum(ims).linear(1.0 / len(ims), 0.5).cast(fmt)
+else:
+    res = pyvips.Image.sum([im.linear(w, 0) for im, w in zip(ims, weights)]).cast(fmt)
+res.tiffsave(out)
+"""
+
+NUMPY_SCRIPT = r"""
+import sys, json
+import numpy as np, cv2
+args = json.loads(sys.argv[1])
+files, out, weights = args["files"], args["out"], args["weights"]
+acc = None
+for i, f in enumerate(files):
+    frame = cv2.imread(f, cv2.IMREAD_UNCHANGED)
+    if frame is None:
+        sys.exit(f"cv2.imread failed on {f}")
+    if acc is None:
+        acc = np.zeros(frame.shape, np.float64)
+        dtype = frame.dtype
+    if weights is None:
+        np.add(acc, frame, out=acc)
+    else:  # row blocks keep the float64 temporary small
+        w = weights[i]
+        for r in range(0, frame.shape[0], 256):
+            acc[r:r + 256] += w * frame[r:r + 256]
+    del frame
+if weights is None:
+    acc /= len(files)
+np.rint(acc, out=acc)
+info = np.iinfo(dtype)
+np.clip(acc, info.min, info.max, out=acc)
+res = acc.astype(dtype)
+del acc
+if not cv2.imwrite(out, res, [cv2.IMWRITE_TIFF_COMPRESSION, 1]):
+    sys.exit("cv2.imwrite failed")
+"""
+
+FLOOR_SCRIPT = r"""
+import sys, json, os
+args = json.loads(sys.argv[1])
+buf = bytearray(8 << 20)
+mv = memoryview(buf)
+for f in args["files"]:
+    with open(f, "rb", buffering=0) as fh:
+        while fh.readinto(mv):
+            pass
+left = args["out_bytes"]
+with open(args["out"], "wb", buffering=0) as fh:
+    while left > 0:
+        left -= fh.write(mv[: min(left, len(buf))])
+    if args["fsync"]:
+        os.fsync(fh.fileno())
+"""
+
+
+@dataclass
+class Tool:
+    name: str
+    available: bool = True
+    why: str = ""  # why unavailable
+
+    def command(self, wl: Workload, files: list[str], out: str) -> list[str] | None:  # pragma: no cover
+        raise NotImplementedError
+
+    def skip_reason(self, wl: Workload, files: list[str], mem_available: int) -> str | None:
+        return None if self.available else self.why
+
+    produces_image: bool = True
+
+
+class AvgstackTool(Tool):
+    def command(self, wl, files, out):
+        cmd = [sys.executable, "-m", "avgstack", "-o", out, *files]
+        if wl.weights is not None:
+            cmd.append("--weights=" + ",".join(repr(w) for w in wl.weights))
+        return cmd
+
+
+class VipsTool(Tool):
+    def command(self, wl, files, out):
+        args = {"files": files, "out": out, "weights": list(wl.weights) if wl.weights else None}
+        return [sys.executable, "-c", VIPS_SCRIPT, json.dumps(args)]
+
+
+class NumpyTool(Tool):
+    @staticmethod
+    def needs(wl: Workload) -> int:
+        s = wl.stack
+        samples = s.width * s.height * s.samples
+        item = np.dtype(s.dtype).itemsize
+        # float64 accumulator + one decoded frame + result + encoder copy, plus libtiff strip scratch
+        return samples * (8 + 3 * item) + 256 * MiB
+
+    def skip_reason(self, wl, files, mem_available):
+        if not self.available:
+            return self.why
+        need = self.needs(wl)
+        if need > 0.8 * mem_available:
+            return f"n/a (needs {need / GB:.1f} GB)"
+        return None
+
+    def command(self, wl, files, out):
+        args = {"files": files, "out": out, "weights": list(wl.weights) if wl.weights else None}
+        return [sys.executable, "-c", NUMPY_SCRIPT, json.dumps(args)]
+
+
+class MagickTool(Tool):
+    exe: str = "convert"
+
+    def skip_reason(self, wl, files, mem_available):
+        if not self.available:
+            return self.why
+        if wl.weights is not None:
+            return "n/a (no weighted mean)"
+        s = wl.stack
+        need = s.frames * s.width * s.height * s.samples * 4  # Q16-HDRI holds every frame as float
+        if need > 0.8 * mem_available:
+            return f"n/a (needs {need / GB:.1f} GB)"
+        return None
+
+    def command(self, wl, files, out):
+        return [self.exe, *files, "-evaluate-sequence", "mean", out]
+
+
+class FloorTool(Tool):
+    produces_image = False
+
+    def __init__(self, name: str, fsync: bool) -> None:
+        super().__init__(name)
+        self.fsync = fsync
+        self.produces_image = False
+
+    def command(self, wl, files, out):
+        s = wl.stack
+        args = {"files": files, "out": out, "out_bytes": s.raw_frame_bytes, "fsync": self.fsync}
+        return [sys.executable, "-c", FLOOR_SCRIPT, json.dumps(args)]
+
+
+def _probe_vips() -> tuple[bool, str, str]:
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", "import pyvips;print(pyvips.__version__, '%d.%d.%d' % tuple(pyvips.version(i) for i in range(3)))"],
+            capture_output=True, text=True, timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return False, "not available", str(err)
+    if r.returncode != 0:
+        return False, "n/a (pip install pyvips pyvips-binary)", ""
+    return True, "", r.stdout.strip()
+
+
+def _probe_magick() -> tuple[bool, str, str]:
+    for exe in ("magick", "convert"):
+        path = shutil.which(exe)
+        if not path:
+            continue
+        try:
+            r = subprocess.run([path, "-version"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if "ImageMagick" in r.stdout:
+            return True, path, r.stdout.splitlines()[0]
+    return False, "n/a (ImageMagick not installed)", ""
+
+
+def build_tools(selected: set[str] | None) -> tuple[list[Tool], dict[str, str]]:
+    versions: dict[str, str] = {}
+    ok, why, ver = _probe_vips()
+    versions["pyvips / libvips"] = ver or why
+    tools: list[Tool] = [
+        AvgstackTool("avgstack"),
+        VipsTool("libvips", ok, why),
+        NumpyTool("numpy+OpenCV"),
+    ]
+    ok, what, ver = _probe_magick()
+    magick = MagickTool("ImageMagick", ok, what if not ok else "")
+    if ok:
+        magick.exe = what
+        versions["ImageMagick"] = ver
+    tools.append(magick)
+    tools.append(FloorTool("floor: read+write", fsync=False))
+    tools.append(FloorTool("floor: read+write+fsync", fsync=True))
+    if selected:
+        unknown = selected - {t.name for t in tools} - {"floor"}
+        if unknown:
+            sys.exit(f"bench: unknown tool(s) {', '.join(sorted(unknown))}")
+        tools = [t for t in tools if t.name in selected or ("floor" in selected and t.name.startswith("floor"))]
+    return tools, versions
+
+
+# ---------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    seconds: float
+    maxrss: int  # bytes
+    rc: int
+
+
+@dataclass
+class Result:
+    workload: str
+    tool: str
+    runs: list[Run] = field(default_factory=list)
+    skipped: str | None = None
+    failed: str | None = None
+    diff: str = ""
+    output: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def rss(self) -> float:
+        return statistics.median(r.maxrss for r in self.runs)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run_child(cmd: list[str], stderr_path: Path) -> Run:
+    """Run ``cmd``; wall time and the kernel's peak RSS of the child (and its waited children)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    with open(stderr_path, "wb") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped
+    kib = usage.ru_maxrss
+    return Run(seconds, kib * (1 if sys.platform == "darwin" else 1024), proc.returncode)
+
+
+def warm(files: list[str]) -> float:
+    """Read every input once (untimed) so the page cache is warm."""
+    t0 = time.perf_counter()
+    buf = bytearray(8 * MiB)
+    mv = memoryview(buf)
+    for f in files:
+        with open(f, "rb", buffering=0) as fh:
+            while fh.readinto(mv):
+                pass
+    return time.perf_counter() - t0
+
+
+def _open_result(path: str) -> np.ndarray:
+    import tifffile
+
+    try:
+        return tifffile.memmap(path, mode="r")
+    except ValueError:  # not memory-mappable (compressed or non-contiguous)
+        return tifffile.imread(path)
+
+
+def max_abs_diff(a_path: str, b_path: str) -> int | str:
+    a, b = _open_result(a_path), _open_result(b_path)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if b.ndim == 2:
+        b = b[:, :, None]
+    if a.shape != b.shape:
+        return f"shape {a.shape} vs {b.shape}"
+    worst = 0
+    for r in range(0, a.shape[0], 512):
+        d = np.abs(a[r : r + 512].astype(np.int64) - b[r : r + 512].astype(np.int64))
+        worst = max(worst, int(d.max()))
+    return worst
+
+
+def disk_needed(cache: Path, loads: list[Workload], n_outputs: int) -> int:
+    need = 0
+    seen = set()
+    for wl in loads:
+        s = wl.stack
+        if s.key not in seen and not stack_ready(cache, s):
+            seen.add(s.key)
+            need += s.frames * s.raw_frame_bytes  # compressed stacks are smaller: an upper bound
+    biggest_out = max((wl.stack.raw_frame_bytes for wl in loads), default=0)
+    return need + n_outputs * biggest_out + 2**30
+
+
+def machine_info(versions: dict[str, str]) -> list[tuple[str, str]]:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        affinity = os.cpu_count()
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    import cv2
+    import tifffile
+
+    try:
+        import imagecodecs
+
+        ic = imagecodecs.__version__
+    except ImportError:
+        ic = "missing"
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        rev = ""
+    sys.path.insert(0, str(REPO))
+    try:
+        import avgstack
+
+        av = avgstack.__version__
+    except Exception:  # noqa: BLE001
+        av = "?"
+    info = [
+        ("CPU", f"{cpu}, {os.cpu_count()} logical cores ({affinity} usable)"),
+        ("RAM", f"{ram / 2**30:.1f} GiB"),
+        ("OS", f"{platform.system()} {platform.release()}"),
+        ("Python", platform.python_version()),
+        ("numpy", np.__version__),
+        ("tifffile", tifffile.__version__),
+        ("imagecodecs", ic),
+        ("OpenCV", cv2.__version__),
+        ("avgstack", f"{av} ({rev})" if rev else av),
+    ]
+    info += list(versions.items())
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "avgstack-bench",
+                   help="where stacks and outputs live (default ~/.cache/avgstack-bench)")
+    p.add_argument("--workloads", help="comma-separated workload names (default: all but huge)")
+    p.add_argument("--tools", help="comma-separated tools (avgstack, libvips, numpy+OpenCV, ImageMagick, floor)")
+    p.add_argument("--repeat", type=int, default=None, help="timed runs per tool (default 3; 1 with --quick)")
+    p.add_argument("--quick", action="store_true", help="small 1000x1000 stacks, for smoke tests")
+    p.add_argument("--huge", action="store_true", help="add huge-30000: 11 x 30000x30000 RGBA (40 GB on disk)")
+    p.add_argument("--keep-outputs", action="store_true", help="leave the outputs in CACHE/out")
+    p.add_argument("--json", type=Path, help="also write the raw results here")
+    args = p.parse_args(argv)
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
+    if repeat < 1:
+        p.error("--repeat must be at least 1")
+
+    all_loads = build_workloads(args.quick, args.huge)
+    if args.workloads:
+        names = [n.strip() for n in args.workloads.split(",") if n.strip()]
+        if args.quick:
+            names = [n if n.endswith("-quick") else n + "-quick" for n in names]
+        if args.huge is False and any(n.startswith("huge") for n in names):
+            all_loads = build_workloads(args.quick, True)
+        unknown = [n for n in names if n not in all_loads]
+        if unknown:
+            p.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(all_loads)}")
+        loads = [all_loads[n] for n in names]
+    else:
+        loads = list(all_loads.values())
+
+    tools, versions = build_tools({t.strip() for t in args.tools.split(",")} if args.tools else None)
+    cache = args.cache.expanduser().resolve()
+    if REPO in cache.parents or cache == REPO:
+        p.error(f"--cache {cache} is inside the repository; pick a folder outside it")
+    cache.mkdir(parents=True, exist_ok=True)
+    outdir = cache / "out"
+    outdir.mkdir(exist_ok=True)
+
+    n_out = sum(1 for t in tools if t.available) + 1
+    need = disk_needed(cache, loads, n_out)
+    free = shutil.disk_usage(cache).free
+    if need > free:
+        print(
+            f"bench: refusing to start: needs about {need / GB:.1f} GB free in {cache} "
+            f"(stacks not yet generated + outputs), only {free / GB:.1f} GB free. "
+            "Free some space, pick fewer workloads, or use --cache on a bigger disk.",
+            file=sys.stderr,
+        )
+        return 2
+
+    try:
+        import psutil
+
+        mem_available = psutil.virtual_memory().available
+    except ImportError:
+        mem_available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+    results: list[Result] = []
+    bad = False
+    for wl in loads:
+        files = ensure_stack(cache, wl.stack)
+        in_bytes = sum(os.path.getsize(f) for f in files)
+        log(f"{wl.name}: {wl.stack.describe()}, {in_bytes / MiB:.0f} MiB on disk; warming page cache")
+        log(f"  warm-up read: {warm(files):.2f} s")
+        res = {t.name: Result(wl.name, t.name) for t in tools}
+        active = []
+        for t in tools:
+            why = t.skip_reason(wl, files, mem_available)
+            if why:
+                res[t.name].skipped = why
+            else:
+                active.append(t)
+        safe = {t.name: t.name.replace("+", "_").replace(" ", "_").replace(":", "") for t in tools}
+        for rep in range(repeat):
+            for t in active:
+                r = res[t.name]
+                if r.failed:
+                    continue
+                out = str(outdir / f"{wl.name}.{safe[t.name]}.tif")
+                with contextlib.suppress(OSError):
+                    os.unlink(out)
+                errlog = outdir / f"{wl.name}.{safe[t.name]}.log"
+                run = run_child(t.command(wl, files, out), errlog)
+                if run.rc != 0:
+                    tail = errlog.read_text(errors="replace").strip().splitlines()[-3:]
+                    r.failed = f"exit {run.rc}: {' | '.join(tail)}"
+                    log(f"  {t.name}: FAILED {r.failed}")
+                    bad = True
+                    continue
+                r.runs.append(run)
+                r.output = out
+                log(f"  run {rep + 1}/{repeat} {t.name}: {run.seconds:.2f} s, peak RSS {run.maxrss / MiB:.0f} MiB")
+        ref = res.get("libvips")
+        for t in active:
+            r = res[t.name]
+            if not t.produces_image or not r.output or r.failed:
+                continue
+            if t.name == "libvips" or ref is None or not ref.output or ref.failed:
+                continue
+            d = max_abs_diff(r.output, ref.output)
+            r.diff = str(d)
+            if t.name == "avgstack" and wl.weights is None and (not isinstance(d, int) or d > 1):
+                r.diff += " (FAIL: > 1)"
+                bad = True
+        if not args.keep_outputs:
+            for t in tools:
+                for suffix in (".tif",):
+                    with contextlib.suppress(OSError):
+                        os.unlink(outdir / f"{wl.name}.{safe[t.name]}{suffix}")
+        results.extend(res[t.name] for t in tools)
+
+    print_report(loads, tools, results, machine_info(versions), repeat, args.quick)
+    if args.json:
+        args.json.write_text(json.dumps([
+            {"workload": r.workload, "tool": r.tool, "skipped": r.skipped, "failed": r.failed, "diff": r.diff,
+             "runs": [r_.__dict__ for r_ in r.runs]} for r in results], indent=1))
+    return 1 if bad else 0
+
+
+def print_report(loads, tools, results, machine, repeat, quick) -> None:
+    by = {(r.workload, r.tool): r for r in results}
+    print()
+    print(f"## avgstack benchmark{' (quick)' if quick else ''}")
+    print()
+    print("| | |")
+    print("|---|---|")
+    for k, v in machine:
+        print(f"| {k} | {v} |")
+    print()
+    print(f"Median of {repeat} run(s) per tool, tools alternating, page cache warm; "
+          "peak RSS from wait4() of each child. Ratios are tool / libvips (lower is better). "
+          "max |Δ| is the largest per-sample difference from the libvips output.")
+    print()
+    print("| workload | tool | wall s | peak RSS MiB | time vs libvips | RSS vs libvips | max \\|Δ\\| vs libvips |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for wl in loads:
+        ref = by.get((wl.name, "libvips"))
+        ref_ok = ref is not None and ref.runs and not ref.failed
+        for t in tools:
+            r = by[(wl.name, t.name)]
+            if r.skipped or r.failed or not r.runs:
+                note = r.skipped or (f"failed: {r.failed}" if r.failed else "no runs")
+                print(f"| {wl.name} | {t.name} | {note} | | | | |")
+                continue
+            tr = f"{r.seconds / ref.seconds:.2f}x" if ref_ok else ""
+            mr = f"{r.rss / ref.rss:.2f}x" if ref_ok else ""
+            print(f"| {wl.name} | {t.name} | {r.seconds:.2f} | {r.rss / MiB:.0f} | {tr} | {mr} | {r.diff} |")
+    print()
+    print("Workloads:")
+    for wl in loads:
+        w = f"; weights {wl.weights[0]}, {wl.weights[1]} x {len(wl.weights) - 1}" if wl.weights else ""
+        print(f"- {wl.name}: {wl.stack.describe()}{w}")
+    print()
+    print(textwrap.dedent("""\
+        Notes: avgstack and libvips write uncompressed striped TIFF, numpy+OpenCV writes
+        uncompressed TIFF through cv2.imwrite. avgstack fsyncs its output before the atomic
+        rename; the other tools do not (compare with the two floor rows). libvips rounds the
+        mean as trunc(sum/N + 0.5) and truncates weighted sums; avgstack rounds half to even.""").strip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
