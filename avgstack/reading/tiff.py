@@ -149,6 +149,10 @@ class TiffSource(Source):
             raise InputError(
                 f"{name}: damaged TIFF: {len(self._offsets)} strips/tiles listed, {expected} needed"
             )
+        used = self._counts[:expected] > 0
+        file_size = int(p.parent.filehandle.size)
+        if np.any(self._offsets[:expected][used] + self._counts[:expected][used] > file_size):
+            raise InputError(f"{name}: truncated TIFF: pixel data extends past the end of the file")
         if p.is_tiled and self._seg_h * self._seg_w * contig * dtype.itemsize > 2**31:
             raise InputError(f"{name}: damaged TIFF: tile of {self._seg_w}x{self._seg_h} declared")
         bits = int(p.bitspersample)
@@ -162,6 +166,8 @@ class TiffSource(Source):
             and dtype.kind != "b"
             and bits == dtype.itemsize * 8
         )
+        if self._direct and int(self._counts[:expected].sum()) < height * width * samples * dtype.itemsize:
+            raise InputError(f"{name}: damaged TIFF: less pixel data stored than its {width}x{height} size needs")
         self._swap = p.parent.byteorder != ("<" if np.little_endian else ">") and dtype.itemsize > 1
         seg_bytes = self._seg_h * self._seg_w * contig * dtype.itemsize
         max_count = int(self._counts.max()) if len(self._counts) else 0
