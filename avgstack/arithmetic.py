@@ -172,6 +172,8 @@ class IntegerMean(Accumulator):
     def __init__(self, shape, count, in_dtype, out_dtype, out_bits=None) -> None:
         super().__init__(shape, count, out_dtype, out_bits)
         self.sum_dtype = _int_sum_dtype(np.dtype(in_dtype), count)
+        info = np.iinfo(np.uint8 if np.dtype(in_dtype) == np.bool_ else in_dtype)
+        self._largest_sum = max(abs(int(info.min)), int(info.max)) * count
         self._acc = np.zeros(int(np.prod(self.shape, dtype=np.int64)), self.sum_dtype)
         self._qr = np.empty(min(CHUNK, self._acc.size), self.sum_dtype)
 
@@ -190,11 +192,36 @@ class IntegerMean(Accumulator):
         n = self.count
         lo, hi = self.out_range
         out_int = self.out_dtype.kind in "uib"
+        if not out_int:
+            for start in _chunks(out.size):
+                stop = min(start + CHUNK, out.size)
+                out[start:stop] = self._acc[start:stop] / float(n)  # one correctly rounded division
+            return 0
+        if n == 1 or self._largest_sum >= 2**52:
+            return self._finish_exact(out, lo, hi)
+        # |sum| < 2**23 (float32) or 2**52 (float64): the sum is exact in that float type and the
+        # correctly rounded quotient lies closer to the true mean than the true mean lies to any
+        # x.5 it is not equal to (at least 1/(2n) away), so rint() rounds it exactly half to even.
+        ftype = np.float32 if self._largest_sum < 2**23 else np.float64
+        t = np.empty(min(CHUNK, out.size), ftype)
+        divisor = ftype(n)
+        clipped = 0
+        for start in _chunks(out.size):
+            stop = min(start + CHUNK, out.size)
+            q = t[: stop - start]
+            q[...] = self._acc[start:stop]
+            np.divide(q, divisor, out=q)
+            np.rint(q, out=q)
+            clipped += _clip_into(q, out[start:stop], lo, hi)
+        return clipped
+
+    def _finish_exact(self, out: np.ndarray, lo: float, hi: float) -> int:
+        """Integer division with remainder, for sums too large for a float type."""
+        n = self.count
         clipped = 0
         for start in _chunks(out.size):
             stop = min(start + CHUNK, out.size)
             s = self._acc[start:stop]
-            dst = out[start:stop]
             if n == 1:
                 q = s
             else:
@@ -204,16 +231,19 @@ class IntegerMean(Accumulator):
                 up = r > n
                 up |= (r == n) & (q & 1).astype(bool)
                 q += up
-            if out_int:
-                q_lo, q_hi = q.min(), q.max()
-                if q_lo < lo or q_hi > hi:
-                    clipped += int(np.count_nonzero(q < lo)) + int(np.count_nonzero(q > hi))
-                    q = np.clip(q, lo, hi)
-                dst[...] = q
-            else:
-                # float output: one correctly rounded division in float64
-                dst[...] = s / float(n)
+            clipped += _clip_into(q, out[start:stop], lo, hi)
         return clipped
+
+
+def _clip_into(values: np.ndarray, out: np.ndarray, lo: float, hi: float) -> int:
+    """Saturate integral ``values`` to ``[lo, hi]`` into ``out``; return how many were clipped."""
+    if values.size and (values.min() < lo or values.max() > hi):
+        clipped = int(np.count_nonzero(values < lo)) + int(np.count_nonzero(values > hi))
+        values = np.clip(values, lo, hi)
+    else:
+        clipped = 0
+    out[...] = values
+    return clipped
 
 
 def _two_prod_scalar(a: np.ndarray, b: float) -> tuple[np.ndarray, np.ndarray]:
