@@ -11,10 +11,10 @@ from typing import Sequence
 import numpy as np
 
 from .engine import ProgressCallback, Stack, clock, peak_rss
-from .errors import UsageError
+from .errors import OutputError, UsageError
 from .planning import DEFAULT_MAX_MEMORY, format_size, parse_size
 from .reading import InputSpec
-from .reading.opencv import swap_red_blue
+from .reading.opencv import OPENCV_PHOTOMETRICS, to_opencv_layout
 from .writing import opencv as opencv_writer
 from .writing.atomic import atomic_output, check_output
 from .writing.tiff import TiffOptions, encode_scratch, needs_bigtiff, segment_rows, write_tiff
@@ -171,8 +171,7 @@ def average(
         for _ in stack.bands(plan, threads=threads, out=result, progress=progress, stats=stats):
             pass
         _warn_clipped(stats["clipped"], stack.out_dtype)
-        swap_red_blue(result, inplace=True)
-        return result[:, :, 0] if s == 1 else result
+        return to_opencv_layout(result, stack.info.photometric)
 
 
 @dataclass(frozen=True)
@@ -279,6 +278,11 @@ class FileJob:
         try:
             stack = self.stack
             h, w, s = stack.shape
+            if not self.is_tiff and stack.info.photometric not in OPENCV_PHOTOMETRICS:
+                raise OutputError(
+                    f"{self.out}: {stack.info.photometric} images can only be written as TIFF; "
+                    "use a .tif output"
+                )
             self.paths = [split_page_suffix(os.fspath(i))[0] for i in stack_inputs(inputs)]
             check_output(self.out, self.paths)
             itemsize = stack.out_dtype.itemsize

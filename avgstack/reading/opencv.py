@@ -22,7 +22,10 @@ from ..windows import Band  # noqa: E402
 from .base import ImageInfo, Source  # noqa: E402
 from .headers import HeaderError, probe_header  # noqa: E402
 
-__all__ = ["OpenCVSource", "swap_red_blue", "info_for_opencv_layout"]
+__all__ = ["OpenCVSource", "swap_red_blue", "info_for_opencv_layout", "to_opencv_layout", "OPENCV_PHOTOMETRICS"]
+
+#: Colour meanings OpenCV's layout can express: gray and BGR(A).
+OPENCV_PHOTOMETRICS = ("minisblack", "rgb")
 
 
 def swap_red_blue(array: np.ndarray, *, inplace: bool = False) -> np.ndarray:
@@ -46,6 +49,17 @@ def swap_red_blue(array: np.ndarray, *, inplace: bool = False) -> np.ndarray:
         rows[..., 0] = rows[..., 2]
         rows[..., 2] = blue
     return array
+
+
+def to_opencv_layout(image: np.ndarray, photometric: str) -> np.ndarray:
+    """Turn a ``(rows, cols, samples)`` result in stored order into OpenCV's layout, in place.
+
+    RGB(A) becomes BGR(A) and one sample becomes a 2-D array. Other colour
+    meanings (MinIsWhite, CMYK) keep their stored samples as they are.
+    """
+    if photometric == "rgb":
+        swap_red_blue(image, inplace=True)
+    return image[:, :, 0] if image.shape[2] == 1 else image
 
 
 def info_for_opencv_layout(
