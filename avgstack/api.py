@@ -278,12 +278,16 @@ class FileJob:
         try:
             stack = self.stack
             h, w, s = stack.shape
-            if not self.is_tiff and stack.info.photometric not in OPENCV_PHOTOMETRICS:
-                raise OutputError(
-                    f"{self.out}: {stack.info.photometric} images can only be written as TIFF; "
-                    "use a .tif output"
-                )
-            self.paths = [split_page_suffix(os.fspath(i))[0] for i in stack_inputs(inputs)]
+            if not self.is_tiff:
+                if stack.info.photometric not in OPENCV_PHOTOMETRICS:
+                    raise OutputError(
+                        f"{self.out}: {stack.info.photometric} images can only be written as TIFF; "
+                        "use a .tif output"
+                    )
+                opencv_writer.check_encodable(self.out, self.ext, stack.out_dtype, s)
+            self.paths = [
+                split_page_suffix(os.fspath(i))[0] for i in stack_inputs(inputs) if not isinstance(i, np.ndarray)
+            ]
             check_output(self.out, self.paths)
             itemsize = stack.out_dtype.itemsize
             self.frame_bytes = h * w * s * itemsize

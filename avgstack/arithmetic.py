@@ -260,7 +260,13 @@ def _two_prod_scalar(a: np.ndarray, b: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 class CompensatedMean(Accumulator):
-    """Mean of float samples with a double-double sum and a corrected division."""
+    """Mean of float samples with a double-double sum and a corrected division.
+
+    float64 samples so large that their sum overflows (GIS NoData such as
+    ``-1.7976931348623157e308``) switch, sample by sample, to a sum scaled by
+    ``2**-E`` with ``2**E >= 2 * count``; scaling by a power of two is exact for
+    such magnitudes, so their mean comes back exactly too.
+    """
 
     def __init__(self, shape, count, in_dtype, out_dtype, out_bits=None) -> None:
         super().__init__(shape, count, out_dtype, out_bits)
@@ -271,14 +277,19 @@ class CompensatedMean(Accumulator):
         self._x = np.empty(k, np.float64)
         self._s = np.empty(k, np.float64)
         self._t = np.empty(k, np.float64)
+        self._can_overflow = np.dtype(in_dtype).itemsize >= 8
+        self._shift = int(np.ceil(np.log2(max(count, 1)))) + 1
+        self._scaled: np.ndarray | None = None  # allocated when a sum first overflows
 
     @staticmethod
     def bytes_per_sample(in_dtype: np.dtype, count: int) -> int:
-        return 16
+        return 16 + (1 if np.dtype(in_dtype).itemsize >= 8 else 0)
 
     def _reset(self, size: int) -> None:
         self._lo[:size] = 0.0
         self._first = True
+        if self._scaled is not None:
+            self._scaled[:size] = False
 
     def _add(self, flat: np.ndarray, index: int) -> None:
         if self._first:
@@ -286,6 +297,7 @@ class CompensatedMean(Accumulator):
             self._hi[: flat.size] = flat
             self._first = False
             return
+        down = 2.0**-self._shift
         with np.errstate(invalid="ignore", over="ignore"):
             for start in _chunks(flat.size):
                 stop = min(start + CHUNK, flat.size)
@@ -293,8 +305,18 @@ class CompensatedMean(Accumulator):
                 hi, lo = self._hi[start:stop], self._lo[start:stop]
                 x, s, t = self._x[:k], self._s[:k], self._t[:k]
                 x[...] = flat[start:stop]
-                # TwoSum: s + e == hi + x exactly
+                scaled = None if self._scaled is None else self._scaled[start:stop]
+                if scaled is not None and scaled.any():
+                    x[scaled] *= down
                 np.add(hi, x, out=s)
+                overflow = None
+                if self._can_overflow and not np.isfinite(s).all():
+                    overflow = ~np.isfinite(s) & np.isfinite(hi) & np.isfinite(x)
+                    if overflow.any():
+                        saved = hi[overflow], lo[overflow], x[overflow]
+                    else:
+                        overflow = None
+                # TwoSum: s + e == hi + x exactly
                 np.subtract(s, hi, out=t)  # t = bb
                 np.subtract(x, t, out=x)  # x - bb
                 np.subtract(s, t, out=t)  # s - bb
@@ -302,6 +324,22 @@ class CompensatedMean(Accumulator):
                 np.add(t, x, out=t)  # e
                 np.add(lo, t, out=lo)
                 hi[...] = s
+                if overflow is not None:
+                    self._rescale(start, overflow, *saved)
+
+    def _rescale(self, start: int, where: np.ndarray, hi: np.ndarray, lo: np.ndarray, x: np.ndarray) -> None:
+        """Redo the sums that overflowed at ``where`` (chunk-relative) scaled by ``2**-shift``."""
+        if self._scaled is None:
+            self._scaled = np.zeros(self._hi.size, bool)
+        idx = np.flatnonzero(where) + start
+        down = 2.0**-self._shift
+        a, b, lo = hi * down, x * down, lo * down
+        s = a + b
+        bb = s - a
+        e = (a - (s - bb)) + (b - bb)
+        self._hi[idx] = s
+        self._lo[idx] = lo + e
+        self._scaled[idx] = True
 
     def _finish(self, out: np.ndarray) -> int:
         n = float(self.count)
@@ -313,14 +351,23 @@ class CompensatedMean(Accumulator):
                 stop = min(start + CHUNK, out.size)
                 hi = self._hi[start:stop]
                 lo = self._lo[start:stop]
+                # the exact product below splits q, which overflows above ~2**996: scale those down
+                up = np.where(np.abs(hi) >= 2.0**990, 2.0**64, 1.0)
+                if (up != 1.0).any():
+                    hi, lo = hi / up, lo / up
+                if self._scaled is not None:
+                    up[self._scaled[start:stop]] *= 2.0**self._shift  # undo the overflow scaling too
+                big = up != 1.0
                 q = hi / n
                 if self.count > 1:
                     p, e = _two_prod_scalar(q, n)
                     r = (hi - p) - e + lo
                     refined = q + r / n
-                    # inf and nan sums and products too large to split keep the plain
-                    # quotient, as do exact ones (adding +0.0 would turn -0.0 into +0.0)
+                    # inf and nan sums keep the plain quotient, as do exact ones
+                    # (adding +0.0 would turn -0.0 into +0.0)
                     q = np.where(np.isfinite(refined) & (r != 0), refined, q)
+                if big.any():
+                    q *= up
                 dst = out[start:stop]
                 if out_int:
                     clipped += _round_into(q, dst, lo_r, hi_r)

@@ -21,7 +21,7 @@ import numpy as np
 
 from .arithmetic import ARITHMETIC_SCRATCH, accumulator_bytes_per_sample, make_accumulator
 from .errors import BudgetError, IncompatibleInputsError, UsageError
-from .planning import Plan, plan_bands
+from .planning import Plan, format_size, plan_bands
 from .reading import ALPHA_KINDS, FilePool, ImageInfo, InputSpec, Source, open_source
 from .windows import Band
 
@@ -270,6 +270,13 @@ class Stack:
             if not self.streamable and plan.band_height < height:  # pragma: no cover - planner guarantees
                 raise AssertionError("whole-frame inputs need one band")
             return plan, n
+        worst = max(self.infos, key=lambda i: i.scratch_bytes)
+        if worst.scratch_bytes > budget // 2:
+            raise BudgetError(
+                f"{worst.name}: one strip or tile decodes to {format_size(worst.scratch_bytes)}, "
+                f"more than the budget of {format_size(budget)} allows; raise --max-memory "
+                "or re-save it tiled (e.g. 256x256 tiles)"
+            ) from None
         if not self.streamable:
             names = [i.name for i in self.infos if not i.streamable][:1]
             raise BudgetError(

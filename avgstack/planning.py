@@ -49,12 +49,15 @@ def parse_size(text: str | int) -> int:
         if match is None or unit not in _UNITS:
             try:
                 value = int(float(text))
-            except ValueError:
+            except (ValueError, OverflowError):
                 raise UsageError(
                     f"invalid size {text!r}: use a number with a unit such as 512MiB or 2GB"
                 ) from None
         else:
-            value = int(float(match.group(1)) * _UNITS[unit])
+            number = float(match.group(1)) * _UNITS[unit]
+            if not math.isfinite(number) or number >= 2**63:
+                raise UsageError(f"invalid size {text!r}: too large")
+            value = int(number)
     if value <= 0:
         raise UsageError(f"invalid size {text!r}: must be positive")
     return value
@@ -137,7 +140,7 @@ def plan_bands(
     row_bytes = sum(per_row.values())
     fixed_bytes = sum(fixed.values())
     room = budget - fixed_bytes
-    rows = room // row_bytes if row_bytes else height
+    rows = (room // row_bytes if row_bytes else height) if room >= 0 else 0
     lcm = math.lcm(align, prefer_align)
     if max_rows is not None:
         # the cap is a preference: never below one aligned band, nor below the preferred alignment if it fits

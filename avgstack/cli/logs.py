@@ -43,4 +43,19 @@ def setup_logging(*, verbose: bool, quiet: bool, debug: bool, log_file: str | No
         level = min(level, logging.INFO)
     logger.setLevel(level)
     logger.propagate = False
+    # tifffile warns about oddities it works around; those are details, not errors: debug lines
+    tiff_logger = logging.getLogger("tifffile")
+    tiff_logger.handlers[:] = [_Forward(logger)]
+    tiff_logger.propagate = False
     return logger
+
+
+class _Forward(logging.Handler):
+    """Re-log another library's records on the avgstack logger at debug level."""
+
+    def __init__(self, target: logging.Logger) -> None:
+        super().__init__(logging.DEBUG)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.debug("tifffile: %s", record.getMessage())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from .. import __version__
 from ..api import default_threads
@@ -72,9 +73,27 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """One-line usage errors (exit 2), and weights such as ``-inf`` or ``-1e-3`` taken as numbers."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(
+            r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE
+        )
+
+    def _parse_optional(self, arg_string):  # noqa: D102 - '-nan' is a number, not '-n an'
+        if self._negative_number_matcher.match(arg_string):
+            return None
+        return super()._parse_optional(arg_string)
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"avgstack: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser (also renders ``--help``)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="avgstack",
         description=(
             "Average a stack of images of any size, or combine them with weights, within a "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from typing import Union
 
 import numpy as np
@@ -48,6 +49,8 @@ def open_source(spec: InputSpec, pool: FilePool, index: int = 0) -> Source:
     if os.path.isdir(path):
         raise InputError(f"{name}: is a directory, not an image")
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise InputError(f"{name}: not a regular file")
         with open(path, "rb") as fh:
             head = fh.read(32)
     except OSError as err:

@@ -14,6 +14,13 @@ import os
 # must be set before cv2 is imported; the memory budget is our own limit
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2**40))
 
+import contextlib  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+from typing import Iterator  # noqa: E402
+
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -21,6 +28,60 @@ from ..errors import InputError, ReadError  # noqa: E402
 from ..windows import Band  # noqa: E402
 from .base import ImageInfo, Source  # noqa: E402
 from .headers import HeaderError, probe_header  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+with contextlib.suppress(AttributeError):  # OpenCV's own log lines would bypass ours
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+_FD2_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _stderr_to_log() -> Iterator[None]:
+    """Catch what C libraries (libpng, libjpeg) write straight to file descriptor 2; log it at debug."""
+    with _FD2_LOCK, tempfile.TemporaryFile() as sink:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace").strip()
+            if text:
+                log.debug("decoder said: %s", text)
+
+
+def _check_complete(path: str, fmt: str) -> None:
+    """Refuse PNG and JPEG files cut short or with impossible chunk lengths.
+
+    OpenCV may decode such files into partial garbage without an error. PNG
+    chunks are walked by their headers (a seek each, no pixel data read).
+    """
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if fmt == "png":
+            pos = 8
+            while True:
+                fh.seek(pos)
+                head = fh.read(8)
+                if len(head) < 8:
+                    raise InputError(f"{path}: truncated PNG (no IEND chunk)")
+                length = int.from_bytes(head[:4], "big")
+                if length >= 2**31 or pos + 12 + length > size:
+                    raise InputError(f"{path}: damaged PNG ({head[4:8]!r} chunk runs past the end of the file)")
+                if head[4:8] == b"IEND":
+                    return
+                pos += 12 + length
+        if fmt == "jpeg":
+            fh.seek(max(0, size - 65536))
+            if b"\xff\xd9" not in fh.read():
+                raise InputError(f"{path}: truncated JPEG (no end-of-image marker)")
+
 
 __all__ = ["OpenCVSource", "swap_red_blue", "info_for_opencv_layout", "to_opencv_layout", "OPENCV_PHOTOMETRICS"]
 
@@ -101,13 +162,17 @@ class OpenCVSource(Source):
         name = name or path
         try:
             header = probe_header(path)
+            _check_complete(path, fmt)
         except HeaderError as err:
-            raise InputError(f"{name}: damaged {fmt.upper()} header ({err})") from err
+            raise InputError(f"{name}: damaged {fmt.upper()} file ({err})") from err
         except OSError as err:
             raise InputError(f"{name}: cannot read ({err.strerror or err})") from err
         if header is None:
             # no header parser for this format: decode once to learn its shape
-            frame = self._imread(path, name, None)
+            try:
+                frame = self._imread(path, name, None)
+            except ReadError as err:
+                raise InputError(str(err)) from err
             height, width = frame.shape[:2]
             channels = 1 if frame.ndim == 2 else frame.shape[2]
             dtype = frame.dtype
@@ -121,10 +186,22 @@ class OpenCVSource(Source):
     @staticmethod
     def _imread(path: str, name: str, dst: np.ndarray | None) -> np.ndarray:
         try:
-            if dst is None:
-                frame = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-            else:
-                frame = cv2.imread(path, dst, cv2.IMREAD_UNCHANGED)
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            # OpenCV cannot open names that are not valid UTF-8: decode from the bytes instead
+            with open(path, "rb") as fh:
+                data = np.frombuffer(fh.read(), np.uint8)
+            with _stderr_to_log():
+                frame = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+            if frame is None:
+                raise ReadError(f"{name}: OpenCV could not decode it (damaged or unsupported file)")
+            return frame
+        try:
+            with _stderr_to_log():
+                if dst is None:
+                    frame = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+                else:
+                    frame = cv2.imread(path, dst, cv2.IMREAD_UNCHANGED)
         except cv2.error as err:
             raise ReadError(f"{name}: OpenCV could not decode it ({str(err).strip().splitlines()[-1]})") from err
         if frame is None or frame.size == 0:

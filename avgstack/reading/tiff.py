@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import re
-import struct
 from typing import Any
 
 import numpy as np
@@ -43,7 +42,12 @@ _REFUSED_PHOTOMETRIC = {
 }
 _JPEG = {6, 7, 34892, 33007}
 #: Tags copied verbatim to the output: orientation, GeoTIFF and GDAL metadata.
-_CARRIED_TAGS = (274, 33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113)
+_CARRIED_TAGS = (
+    274,  # Orientation
+    301, 318, 319,  # TransferFunction, WhitePoint, PrimaryChromaticities
+    332, 333, 334, 336,  # InkSet, InkNames, NumberOfInks, DotRange
+    33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113,  # GeoTIFF, GDAL
+)
 _PAGE_SUFFIX = re.compile(r"^(?P<path>.*)\[(?P<page>\d+)\]$")
 
 
@@ -87,12 +91,14 @@ class TiffSource(Source):
                 if not isinstance(p, tifffile.TiffPage):  # pragma: no cover - useframes off
                     p = p.aspage()
                 self._setup(p, name)
-        except (InputError, UnsupportedInputError):
+        except InputError:
             raise
-        except (tifffile.TiffFileError, ValueError, KeyError, IndexError, struct.error) as err:
-            raise InputError(f"{name}: not a readable TIFF ({err})") from err
         except OSError as err:
             raise InputError(f"{name}: cannot read ({err.strerror or err})") from err
+        except MemoryError as err:
+            raise InputError(f"{name}: damaged TIFF (its header asks for too much memory)") from err
+        except Exception as err:  # noqa: BLE001 - tifffile raises many types on damaged headers
+            raise InputError(f"{name}: not a readable TIFF ({type(err).__name__}: {err})") from err
 
     def _setup(self, p: tifffile.TiffPage, name: str) -> None:
         if p.imagedepth > 1:
@@ -107,17 +113,28 @@ class TiffSource(Source):
                     f"{name}: uncompressed or non-JPEG YCbCr TIFF is not supported; convert to RGB first"
                 )
             photometric = 2  # the JPEG decoder returns RGB
+        if photometric == 5 and p.samplesperpixel - len(p.extrasamples or ()) < 4:
+            raise UnsupportedInputError(
+                f"{name}: separated (ink) colour with fewer than 4 inks is not supported"
+            )
         if photometric not in _PHOTOMETRIC_NAMES:
             raise UnsupportedInputError(f"{name}: photometric interpretation {photometric} is not supported")
+        if compression in _JPEG and int(p.planarconfig) == 2 and p.samplesperpixel > 1:
+            raise UnsupportedInputError(f"{name}: JPEG compression with separate planes is not supported")
         dtype = p.dtype
         if dtype is None:
+            if 256 not in p.tags or 257 not in p.tags:
+                raise InputError(f"{name}: damaged TIFF: image size tags are missing")
             raise UnsupportedInputError(
                 f"{name}: {p.bitspersample}-bit samples of format {int(p.sampleformat)} are not supported"
             )
         dtype = np.dtype(dtype).newbyteorder("=")
         if dtype.kind == "c" or (dtype.kind in "ui" and dtype.itemsize > 4):
             raise UnsupportedInputError(f"{name}: {dtype} samples are not supported")
-        decode = p.decode
+        try:
+            decode = p.decode
+        except Exception as err:  # noqa: BLE001 - tifffile raises several types here
+            raise UnsupportedInputError(f"{name}: cannot decode ({err})") from err
         if getattr(decode, "__name__", "").startswith("decode_raise"):
             try:
                 decode(None, 0)
@@ -149,6 +166,7 @@ class TiffSource(Source):
             raise InputError(
                 f"{name}: damaged TIFF: {len(self._offsets)} strips/tiles listed, {expected} needed"
             )
+        self._fill = p.nodata if isinstance(p.nodata, (int, float)) and dtype.kind != "b" else 0
         used = self._counts[:expected] > 0
         file_size = int(p.parent.filehandle.size)
         if np.any(self._offsets[:expected][used] + self._counts[:expected][used] > file_size):
@@ -159,6 +177,7 @@ class TiffSource(Source):
         packed = bits if dtype.kind in "ui" and bits != dtype.itemsize * 8 else None
         self._direct = (
             compression == 1
+            and bool(used.all())
             and not p.is_tiled
             and self._planes == 1
             and int(p.predictor) == 1
@@ -179,15 +198,15 @@ class TiffSource(Source):
         icc = tags.valueof(34675)
         if icc is not None:
             metadata["iccprofile"] = bytes(icc)
-        xres, yres, unit = tags.valueof(282), tags.valueof(283), tags.valueof(296)
-        if xres is not None and yres is not None:
-            metadata["resolution"] = (tuple(xres), tuple(yres))
-            metadata["resolutionunit"] = int(unit) if unit is not None else 2
+        resolution = _resolution(tags.valueof(282), tags.valueof(283), tags.valueof(296))
+        if resolution is not None:
+            metadata["resolution"], metadata["resolutionunit"] = resolution
         for code in _CARRIED_TAGS:
             tag = tags.get(code)
-            if tag is not None:
+            if tag is not None and tag.count > 0 and tag.value is not None:
                 metadata["extratags"].append((code, int(tag.dtype), tag.count, tag.value, True))
-        metadata["orientation"] = int(tags.valueof(274, 1))
+        orientation = tags.valueof(274, 1)
+        metadata["orientation"] = int(orientation) if isinstance(orientation, int) else 1
         metadata["compression"] = compression
 
         self.info = ImageInfo(
@@ -276,7 +295,7 @@ class TiffSource(Source):
                     dst = out[r0 - band.start : r1 - band.start, left : left + w, channels]
                     count = int(self._counts[index])
                     if count == 0:
-                        dst[...] = 0  # sparse file: missing segments read as zeros
+                        dst[...] = self._fill  # sparse file: missing segments read as NoData or 0
                         continue
                     data = os.pread(fd, count, int(self._offsets[index]))
                     if len(data) < count:
@@ -291,10 +310,24 @@ class TiffSource(Source):
                             f"{info.name}: corrupt data in strip/tile {index} ({err})"
                         ) from err
                     if segment is None:
-                        dst[...] = 0
+                        dst[...] = self._fill
                         continue
                     segment = segment.reshape(segment.shape[-3:])
                     if segment.shape[0] < r1 - top or segment.shape[1] < w:
                         raise ReadError(f"{info.name}: corrupt data in strip/tile {index} (too short)")
                     dst[...] = segment[r0 - top : r1 - top, :w]
         return total
+
+
+def _resolution(xres: Any, yres: Any, unit: Any) -> tuple[tuple, int] | None:
+    """Return ``((xnum, xden), (ynum, yden)), unit`` if the tags are usable, else None (dropped)."""
+    def rational(value: Any) -> tuple[int, int] | None:
+        if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+            return value if value[1] > 0 and value[0] >= 0 else None
+        return None
+
+    x, y = rational(xres), rational(yres)
+    if x is None or y is None:
+        return None
+    unit = int(unit) if isinstance(unit, int) and unit in (1, 2, 3) else 2
+    return (x, y), unit

@@ -93,10 +93,18 @@ def atomic_output(target: str) -> Iterator[BinaryIO]:
     folder, base = os.path.split(os.path.abspath(target))
     remove_stale(target)
     temp = os.path.join(folder, f".{base}.avgstack-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    fh = None
     try:
-        fh = open(temp, "xb")  # noqa: SIM115 - closed below, renamed or removed
-    except OSError as err:
-        raise OutputError(f"{target}: cannot create a file in {folder} ({err.strerror})") from err
+        try:
+            fh = open(temp, "xb")  # noqa: SIM115 - closed below, renamed or removed
+        except OSError as err:
+            raise OutputError(f"{target}: cannot create a file in {folder} ({err.strerror})") from err
+    except BaseException:
+        # also a signal arriving just after the file was created
+        if fh is not None:
+            fh.close()
+        _unlink(temp)
+        raise
     try:
         try:
             yield fh

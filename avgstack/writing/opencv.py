@@ -1,4 +1,4 @@
-"""Whole-frame output in any format OpenCV encodes (PNG, JPEG, WebP, EXR, ...)."""
+"""Whole-frame output in any format OpenCV encodes (PNG, JPEG, WebP, PNM, ...)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,26 @@ import numpy as np
 from ..errors import OutputError, WriteError
 from ..reading.opencv import cv2, swap_red_blue
 
-__all__ = ["check_writable", "write_opencv", "encode_bytes"]
+__all__ = ["check_writable", "check_encodable", "write_opencv", "encode_bytes"]
+
+# What each encoder stores without converting: sample types and channel counts.
+# OpenCV 5 silently falls back to 8 bits for other types, so we refuse them up front.
+_ENCODABLE = {
+    ".png": ({"uint8", "uint16"}, {1, 3, 4}),
+    ".jpg": ({"uint8"}, {1, 3}),
+    ".jpeg": ({"uint8"}, {1, 3}),
+    ".jpe": ({"uint8"}, {1, 3}),
+    ".webp": ({"uint8"}, {1, 3, 4}),
+    ".bmp": ({"uint8"}, {1, 3, 4}),
+    ".dib": ({"uint8"}, {1, 3, 4}),
+    ".pgm": ({"uint8", "uint16"}, {1}),
+    ".ppm": ({"uint8", "uint16"}, {3}),
+    ".pnm": ({"uint8", "uint16"}, {1, 3}),
+    ".pfm": ({"float32"}, {1, 3}),
+    ".hdr": ({"float32"}, {3}),
+    ".exr": ({"float32", "float16"}, {1, 3, 4}),
+    ".jp2": ({"uint8", "uint16"}, {1, 3, 4}),
+}
 
 
 def check_writable(path: str) -> str:
@@ -18,9 +37,24 @@ def check_writable(path: str) -> str:
     ext = os.path.splitext(path)[1].lower()
     if not ext:
         raise OutputError(f"{path}: no file extension; use .tif, .png, ... to choose the format")
-    if not cv2.haveImageWriter("x" + ext):
+    if not ext.isascii() or not ext[1:].isalnum() or not cv2.haveImageWriter("x" + ext):
         raise OutputError(f"{path}: OpenCV cannot write {ext} files; use .tif or .png")
     return ext
+
+
+def check_encodable(path: str, ext: str, dtype: np.dtype, channels: int) -> None:
+    """Refuse, before any work, results the encoder would silently convert."""
+    dtypes, counts = _ENCODABLE.get(ext, ({"uint8"}, {1, 3, 4}))
+    if np.dtype(dtype).name not in dtypes:
+        raise OutputError(
+            f"{path}: {ext} files cannot hold {np.dtype(dtype).name} samples "
+            f"(only {', '.join(sorted(dtypes))}); use --dtype or a .tif output"
+        )
+    if channels not in counts:
+        raise OutputError(
+            f"{path}: {ext} files cannot hold {channels} channel(s) "
+            f"(only {', '.join(map(str, sorted(counts)))}); use a .tif output"
+        )
 
 
 def encode_bytes(frame_bytes: int) -> int:
@@ -42,5 +76,5 @@ def write_opencv(fh: BinaryIO, image: np.ndarray, ext: str, name: str) -> int:
         ) from err
     if not ok:
         raise WriteError(f"{name}: OpenCV failed to encode the result as {ext}")
-    fh.write(buffer.tobytes())
+    fh.write(memoryview(buffer))
     return int(buffer.size)

@@ -226,4 +226,5 @@ def _tiles(bands: Iterable[tuple[Band, np.ndarray]], tile: int, width: int, samp
             rows = array[top : top + tile]
             for left in range(0, width, tile):
                 block = rows[:, left : left + tile]
-                yield block if samples > 1 else block[:, :, 0]
+                # a copy: tifffile may encode it on a worker after this band's buffer is reused
+                yield (block if samples > 1 else block[:, :, 0]).copy()
