@@ -465,18 +465,49 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def run_child(cmd: list[str], stderr_path: Path) -> Run:
-    """Run ``cmd``; wall time and the kernel's peak RSS of the child (and its waited children)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    with open(stderr_path, "wb") as err:
+# The measuring parent: a small process with a fresh address space. Linux
+# charges a child's ru_maxrss with the high-water RSS of the address space it
+# exec'd from; with vfork/posix_spawn that is its parent's. Spawning tools from
+# this tiny runner (no numpy) instead of from the bench process (which holds
+# generated bands) keeps every tool's peak RSS its own (plus ~10 MB).
+RUNNER_SCRIPT = r"""
+import json, os, subprocess, sys, time
+for line in sys.stdin:
+    job = json.loads(line)
+    with open(job["log"], "wb") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, cwd=REPO)
+        proc = subprocess.Popen(job["cmd"], stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                env=job["env"], cwd=job["cwd"])
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped
-    kib = usage.ru_maxrss
-    return Run(seconds, kib * (1 if sys.platform == "darwin" else 1024), proc.returncode)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    print(json.dumps({"seconds": seconds, "maxrss_kib": usage.ru_maxrss, "rc": proc.returncode}), flush=True)
+"""
+
+
+class Runner:
+    """Runs commands one at a time in a separate small process; see RUNNER_SCRIPT."""
+
+    def __init__(self, pythonpath: str) -> None:
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = pythonpath + os.pathsep + self.env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen([sys.executable, "-S", "-c", RUNNER_SCRIPT], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=self.env)
+
+    def run(self, cmd: list[str], log_path: Path, cwd: Path) -> Run:
+        job = {"cmd": cmd, "log": str(log_path), "env": self.env, "cwd": str(cwd)}
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("bench runner died")
+        r = json.loads(line)
+        scale = 1 if sys.platform == "darwin" else 1024
+        return Run(r["seconds"], r["maxrss_kib"] * scale, r["rc"])
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def warm(files: list[str]) -> float:
@@ -527,7 +558,7 @@ def disk_needed(cache: Path, loads: list[Workload], n_outputs: int) -> int:
     return need + n_outputs * biggest_out + 2**30
 
 
-def machine_info(versions: dict[str, str]) -> list[tuple[str, str]]:
+def machine_info(versions: dict[str, str], avgstack_src: Path) -> list[tuple[str, str]]:
     cpu = platform.processor() or "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -556,13 +587,11 @@ def machine_info(versions: dict[str, str]) -> list[tuple[str, str]]:
                              capture_output=True, text=True, timeout=10).stdout.strip()
     except OSError:
         rev = ""
-    sys.path.insert(0, str(REPO))
-    try:
-        import avgstack
-
-        av = avgstack.__version__
-    except Exception:  # noqa: BLE001
-        av = "?"
+    r = subprocess.run([sys.executable, "-c", "import avgstack; print(avgstack.__version__)"],
+                       capture_output=True, text=True, cwd="/", env=dict(os.environ, PYTHONPATH=str(avgstack_src)))
+    av = r.stdout.strip() if r.returncode == 0 else "not importable: " + (r.stderr.strip().splitlines() or ["?"])[-1]
+    where = f"checkout {rev}" if avgstack_src == REPO else str(avgstack_src)
+    av = f"{av} ({where})"
     info = [
         ("CPU", f"{cpu}, {os.cpu_count()} logical cores ({affinity} usable)"),
         ("RAM", f"{ram / 2**30:.1f} GiB"),
@@ -572,7 +601,7 @@ def machine_info(versions: dict[str, str]) -> list[tuple[str, str]]:
         ("tifffile", tifffile.__version__),
         ("imagecodecs", ic),
         ("OpenCV", cv2.__version__),
-        ("avgstack", f"{av} ({rev})" if rev else av),
+        ("avgstack", av),
     ]
     info += list(versions.items())
     return info
@@ -589,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--huge", action="store_true", help="add huge-30000: 11 x 30000x30000 RGBA (40 GB on disk)")
     p.add_argument("--keep-outputs", action="store_true", help="leave the outputs in CACHE/out")
     p.add_argument("--json", type=Path, help="also write the raw results here")
+    p.add_argument("--avgstack-src", type=Path, default=REPO,
+                   help="folder holding the avgstack package to benchmark (default: this checkout)")
     args = p.parse_args(argv)
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     if repeat < 1:
@@ -608,6 +639,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         loads = list(all_loads.values())
 
+    avgstack_src = args.avgstack_src.expanduser().resolve()
+    if not (avgstack_src / "avgstack" / "__init__.py").exists():
+        p.error(f"--avgstack-src {avgstack_src} has no avgstack package")
     tools, versions = build_tools({t.strip() for t in args.tools.split(",")} if args.tools else None)
     cache = args.cache.expanduser().resolve()
     if REPO in cache.parents or cache == REPO:
@@ -635,6 +669,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         mem_available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
+    load_start = os.getloadavg()[0]
+    runner = Runner(str(avgstack_src))
+    baseline = runner.run([sys.executable, "-c", "pass"], outdir / "baseline.log", outdir)
+    versions["RSS of an empty python child"] = f"{baseline.maxrss / MiB:.0f} MiB (included in every row)"
     results: list[Result] = []
     bad = False
     for wl in loads:
@@ -660,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
                 with contextlib.suppress(OSError):
                     os.unlink(out)
                 errlog = outdir / f"{wl.name}.{safe[t.name]}.log"
-                run = run_child(t.command(wl, files, out), errlog)
+                run = runner.run(t.command(wl, files, out), errlog, outdir)
                 if run.rc != 0:
                     tail = errlog.read_text(errors="replace").strip().splitlines()[-3:]
                     r.failed = f"exit {run.rc}: {' | '.join(tail)}"
@@ -689,7 +727,11 @@ def main(argv: list[str] | None = None) -> int:
                         os.unlink(outdir / f"{wl.name}.{safe[t.name]}{suffix}")
         results.extend(res[t.name] for t in tools)
 
-    print_report(loads, tools, results, machine_info(versions), repeat, args.quick)
+    runner.close()
+    load_end = os.getloadavg()[0]
+    busy = "  <- other load on the machine: timings are noisy" if max(load_start, load_end) > 0.5 else ""
+    versions["1-min load average (start / end)"] = f"{load_start:.2f} / {load_end:.2f}{busy}"
+    print_report(loads, tools, results, machine_info(versions, avgstack_src), repeat, args.quick)
     if args.json:
         args.json.write_text(json.dumps([
             {"workload": r.workload, "tool": r.tool, "skipped": r.skipped, "failed": r.failed, "diff": r.diff,
@@ -711,8 +753,8 @@ def print_report(loads, tools, results, machine, repeat, quick) -> None:
           "peak RSS from wait4() of each child. Ratios are tool / libvips (lower is better). "
           "max |Δ| is the largest per-sample difference from the libvips output.")
     print()
-    print("| workload | tool | wall s | peak RSS MiB | time vs libvips | RSS vs libvips | max \\|Δ\\| vs libvips |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| workload | tool | wall s | (min–max) | peak RSS MiB | time vs libvips | RSS vs libvips | max \\|Δ\\| vs libvips |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for wl in loads:
         ref = by.get((wl.name, "libvips"))
         ref_ok = ref is not None and ref.runs and not ref.failed
@@ -720,11 +762,12 @@ def print_report(loads, tools, results, machine, repeat, quick) -> None:
             r = by[(wl.name, t.name)]
             if r.skipped or r.failed or not r.runs:
                 note = r.skipped or (f"failed: {r.failed}" if r.failed else "no runs")
-                print(f"| {wl.name} | {t.name} | {note} | | | | |")
+                print(f"| {wl.name} | {t.name} | {note} | | | | | |")
                 continue
             tr = f"{r.seconds / ref.seconds:.2f}x" if ref_ok else ""
             mr = f"{r.rss / ref.rss:.2f}x" if ref_ok else ""
-            print(f"| {wl.name} | {t.name} | {r.seconds:.2f} | {r.rss / MiB:.0f} | {tr} | {mr} | {r.diff} |")
+            lo, hi = min(x.seconds for x in r.runs), max(x.seconds for x in r.runs)
+            print(f"| {wl.name} | {t.name} | {r.seconds:.2f} | {lo:.2f}–{hi:.2f} | {r.rss / MiB:.0f} | {tr} | {mr} | {r.diff} |")
     print()
     print("Workloads:")
     for wl in loads:
@@ -735,7 +778,9 @@ def print_report(loads, tools, results, machine, repeat, quick) -> None:
         Notes: avgstack and libvips write uncompressed striped TIFF, numpy+OpenCV writes
         uncompressed TIFF through cv2.imwrite. avgstack fsyncs its output before the atomic
         rename; the other tools do not (compare with the two floor rows). libvips rounds the
-        mean as trunc(sum/N + 0.5) and truncates weighted sums; avgstack rounds half to even.""").strip())
+        mean as trunc(sum/N + 0.5) and truncates weighted sums; avgstack rounds half to even.
+        cv2.imread premultiplies the unassociated alpha of 8-bit RGBA TIFFs (libtiff's RGBA
+        path), so numpy+OpenCV differs wherever alpha < 255 on the RGBA workloads.""").strip())
 
 
 if __name__ == "__main__":

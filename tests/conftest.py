@@ -43,23 +43,26 @@ def random_image(rng: np.random.Generator, shape, dtype) -> np.ndarray:
     return (rng.standard_normal(shape) * 1000).astype(dtype)
 
 
-def varied_floats(rng: np.random.Generator, shape, dtype, *, specials: bool = True) -> np.ndarray:
-    """Finite floats of both signs over most of the exponent range of ``dtype``, with -0.0 and inf.
+def varied_floats(rng: np.random.Generator, shape, dtype, *, specials: bool = True, headroom: int = 0) -> np.ndarray:
+    """Finite floats of both signs over the exponent range of ``dtype``, with -0.0, +-inf and subnormals.
 
-    Magnitudes reach the largest finite value and the subnormals.
+    Magnitudes reach the largest finite value, or ``2**-headroom`` of it (so
+    that sums of a few of them stay finite even in float64).
     """
     dtype = np.dtype(dtype)
     info = np.finfo(dtype)
     n = int(np.prod(shape))
     mant = rng.uniform(1.0, 2.0, n)
-    exp = rng.integers(info.minexp - info.nmant, info.maxexp, n)  # subnormal .. max
+    top = info.maxexp - headroom
+    exp = rng.integers(info.minexp - info.nmant, top, n)  # subnormal .. max
     values = np.ldexp(mant, exp)
     values = np.where(rng.random(n) < 0.5, -values, values)
     with np.errstate(over="ignore"):
         out = values.astype(dtype)
-    out[~np.isfinite(out)] = info.max  # mantissa rounding can overflow at the top exponent
+    largest = dtype.type(np.ldexp(float(info.max), -headroom))
+    out[~np.isfinite(out)] = largest  # mantissa rounding can overflow at the top exponent
     if specials and n >= 8:
-        out[:8] = np.array([-0.0, 0.0, np.inf, -np.inf, info.max, -info.max, info.tiny, info.smallest_subnormal], dtype)
+        out[:8] = np.array([-0.0, 0.0, np.inf, -np.inf, largest, -largest, info.tiny, info.smallest_subnormal], dtype)
     return out.reshape(shape)
 
 
@@ -183,6 +186,22 @@ def assert_same_bits(result: np.ndarray, expected: np.ndarray) -> None:
             f"{bad.size} of {r.size} samples differ; first at flat index {i}: "
             f"got {result.reshape(-1)[i]!r}, expected {expected.reshape(-1)[i]!r}"
         )
+
+
+def budget_for_bands(inputs, out, minimum_bands=3, **options) -> str:
+    """The largest of a few budgets under which ``average_to_file`` plans at least ``minimum_bands`` bands.
+
+    Asks avgstack's own planner (``plan_to_file``, headers only) so that tests
+    can force several bands without copying the sizes of its buffers.
+    """
+    for mib in (16, 8, 6, 4, 3, 2.5, 2.25, 2.2, 2.15, 2.125, 2.1, 2.0625):
+        try:
+            plan = avgstack.plan_to_file(inputs, out, max_memory=f"{mib}MiB", **options)
+        except avgstack.BudgetError:
+            break
+        if plan.bands >= minimum_bands:
+            return f"{mib}MiB"
+    pytest.fail("no budget gives several bands; the images are too small for this test")
 
 
 # -- running the command line ---------------------------------------------------

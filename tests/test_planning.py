@@ -44,6 +44,7 @@ def test_band_intersection(band, rows, expected):
     assert band.intersection(*rows) == expected
 
 
+@settings(deadline=None, derandomize=True)
 @given(st.integers(1, 5000), st.integers(1, 6000))
 def test_cover_partitions_rows_in_order(height, band_height):
     bands = cover(height, band_height)
@@ -93,7 +94,7 @@ def _check_plan(plan, *, height, budget, per_row, fixed, align):
     assert sum(plan.breakdown.values()) == need
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(
     height=st.integers(1, 20_000),
     budget=st.integers(1, 10**8),
@@ -105,6 +106,7 @@ def _check_plan(plan, *, height, budget, per_row, fixed, align):
 @example(height=10, budget=100, per_row={"accumulator": 10}, fixed={}, align=3, prefer=1)  # exactly 10 rows fit
 @example(height=10, budget=99, per_row={"accumulator": 10}, fixed={}, align=3, prefer=1)
 @example(height=1, budget=1, per_row={"accumulator": 1}, fixed={}, align=512, prefer=512)
+@example(height=1, budget=1, per_row={"accumulator": 0}, fixed={"decode scratch": 2}, align=1, prefer=1)
 def test_plan_covers_once_fits_budget_and_aligns(height, budget, per_row, fixed, align, prefer):
     # a plan exists iff the smallest allowed band fits: align rows, or the whole image if shorter
     smallest = min(align, height)
@@ -118,7 +120,7 @@ def test_plan_covers_once_fits_budget_and_aligns(height, budget, per_row, fixed,
     _check_plan(plan, height=height, budget=budget, per_row=per_row, fixed=fixed, align=align)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(
     height=st.integers(1, 20_000),
     budget=st.integers(1, 10**8),
@@ -137,7 +139,7 @@ def test_plan_chooses_the_tallest_band_that_fits(height, budget, per_row, fixed,
         assert row * taller > room
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(
     height=st.integers(1, 20_000),
     per_row=row_buffers,
@@ -154,7 +156,7 @@ def test_plan_prefers_input_segment_multiples_when_they_fit(height, per_row, ali
     assert plan.band_height == height or plan.band_height % prefer == 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(
     height=st.integers(1, 20_000),
     per_row=row_buffers,
@@ -166,6 +168,12 @@ def test_plan_respects_max_rows_when_an_aligned_band_is_that_short(height, per_r
     plan = plan_bands(height, budget=10**12, per_row=per_row, align=align, max_rows=max_rows)
     _check_plan(plan, height=height, budget=10**12, per_row=per_row, fixed={}, align=align)
     assert plan.band_height <= max_rows
+
+
+def test_fixed_buffers_over_budget_are_a_budget_error_even_without_per_row_costs():
+    """Regression: with no per-row cost the planner returned a plan whose fixed buffers exceeded the budget."""
+    with pytest.raises(BudgetError):
+        plan_bands(100, budget=1000, per_row={"accumulator": 0}, fixed={"encoder": 5000})
 
 
 def test_plan_ignores_zero_cost_rows():
