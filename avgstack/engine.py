@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -231,27 +233,29 @@ class Stack:
         """
         height, width, samples = self.shape
         row_samples = width * samples
-        weighted = self.weights is not None
-        prefer = 1
-        for info in self.infos:
-            prefer = np.lcm(prefer, info.segment_height)
-            if prefer > height:
-                prefer = max(i.segment_height for i in self.infos)
-                break
+        prefer = self.segment_rows()
         in_row = row_samples * self.in_dtype.itemsize
-        per_row = {"accumulator": row_samples * accumulator_bytes_per_sample(self.in_dtype, self.count, weighted)}
-        if output_band:
-            per_row["output band"] = row_samples * self.out_dtype.itemsize
+        acc_row = row_samples * accumulator_bytes_per_sample(self.in_dtype, self.count, self.weights, self.out_dtype)
+        out_row = row_samples * self.out_dtype.itemsize if output_band else 0
         if max_rows is None:
-            row_cost = sum(per_row.values()) + in_row
-            max_rows = max(int(prefer), TARGET_BAND_BYTES // max(1, row_cost))
+            # a cache-sized band per thread, tall enough to hold whole input strips or tiles
+            per_thread = max(int(prefer), TARGET_BAND_BYTES // max(1, acc_row + in_row + out_row))
+            max_rows = per_thread * max(1, threads)
         if not self.streamable:
             max_rows, prefer, output_rows = height, 1, 1
         scratch = max(i.scratch_bytes for i in self.infos)
         last_error: BudgetError | None = None
         for n in range(max(1, threads), 0, -1):
-            rows = dict(per_row, **{"input bands": n * in_row})
-            fixed = {"decode scratch": n * scratch, "arithmetic scratch": ARITHMETIC_SCRATCH}
+            if self.streamable:
+                # row-split: the threads share one band; the writer's band is double-buffered
+                rows = {"accumulator": acc_row, "input band": in_row}
+                if out_row:
+                    rows["output bands"] = out_row * (2 if n > 1 else 1)
+                fixed = {"input rounding": (n - 1) * int(prefer) * in_row if n > 1 else 0}
+            else:
+                rows = {"accumulator": acc_row, "input frames": n * in_row, "output band": out_row}
+                fixed = {}
+            fixed.update({"decode scratch": n * scratch, "arithmetic scratch": n * ARITHMETIC_SCRATCH})
             fixed.update(output_fixed or {})
             try:
                 plan = plan_bands(
@@ -267,8 +271,6 @@ class Stack:
             except BudgetError as err:  # try fewer threads
                 last_error = err
                 continue
-            if not self.streamable and plan.band_height < height:  # pragma: no cover - planner guarantees
-                raise AssertionError("whole-frame inputs need one band")
             return plan, n
         worst = max(self.infos, key=lambda i: i.scratch_bytes)
         if worst.scratch_bytes > budget // 2:
@@ -286,6 +288,16 @@ class Stack:
         assert last_error is not None
         raise last_error
 
+    def segment_rows(self) -> int:
+        """Rows that bands (and their per-thread parts) should be multiples of, so no strip or tile is decoded twice."""
+        height = self.shape[0]
+        rows = 1
+        for info in self.infos:
+            rows = math.lcm(rows, info.segment_height)
+            if rows > height:
+                return max(i.segment_height for i in self.infos)
+        return rows
+
     # -- processing ------------------------------------------------------------
 
     def bands(
@@ -299,20 +311,83 @@ class Stack:
     ) -> Iterator[tuple[Band, np.ndarray]]:
         """Yield ``(band, result rows)`` for every band of ``plan``, top to bottom.
 
-        The yielded array is reused for the next band unless ``out`` (a whole
+        The yielded array is reused two bands later, unless ``out`` (a whole
         ``(height, width, samples)`` array) is given, in which case results are
         written into it and views of it are yielded.
 
+        With several threads, TIFF stacks are split by rows: each thread adds
+        every input into its own part of the band, and the next band is computed
+        while the caller writes this one. Whole-frame stacks are split by input.
+
         ``stats`` (if given) receives ``clipped`` and ``bytes_read`` counts.
         """
+        stats = stats if stats is not None else {}
+        stats.setdefault("clipped", 0)
+        stats.setdefault("bytes_read", 0)
+        if self.streamable and threads > 1:
+            yield from self._bands_by_rows(plan, threads, out, progress, stats)
+        else:
+            yield from self._bands_by_inputs(plan, threads, out, progress, stats)
+
+    def _bands_by_rows(self, plan, threads, out, progress, stats) -> Iterator[tuple[Band, np.ndarray]]:
+        height, width, samples = self.shape
+        unit = self.segment_rows()
+        parts_of = {band: split_rows(band, threads, unit) for band in plan.bands}
+        tallest = max(p.height for parts in parts_of.values() for p in parts)
+        n_workers = max(len(parts) for parts in parts_of.values())
+        accs = [
+            make_accumulator((tallest, width, samples), self.count, self.in_dtype, self.out_dtype, self.weights, self.out_bits)
+            for _ in range(n_workers)
+        ]
+        bufs = [np.empty((tallest, width, samples), self.in_dtype) for _ in range(n_workers)]
+        outs = None if out is not None else [np.empty((plan.band_height, width, samples), self.out_dtype) for _ in range(2)]
+        stop = threading.Event()
+
+        def work(j: int, part: Band, target: np.ndarray) -> tuple[int, int]:
+            acc, buf = accs[j], bufs[j][: part.height]
+            acc.reset(part.height)
+            nbytes = 0
+            for i, source in enumerate(self.sources):
+                if stop.is_set():
+                    raise _Cancelled()
+                nbytes += source.read_band(part, buf)
+                acc.add(buf, i)
+            return nbytes, acc.finish(target)
+
+        def submit(k: int) -> tuple[np.ndarray, list[Future]]:
+            band = plan.bands[k]
+            target = out[band.toslice()] if out is not None else outs[k % 2][: band.height]
+            futures = [
+                executor.submit(work, j, part, target[part.start - band.start : part.stop - band.start])
+                for j, part in enumerate(parts_of[band])
+            ]
+            return target, futures
+
+        executor = ThreadPoolExecutor(n_workers, thread_name_prefix="avgstack")
+        try:
+            pending = submit(0)
+            for k, band in enumerate(plan.bands):
+                target, futures = pending
+                for f in futures:
+                    nbytes, clipped = f.result()
+                    stats["bytes_read"] += nbytes
+                    stats["clipped"] += clipped
+                if k + 1 < len(plan.bands):
+                    pending = submit(k + 1)  # computed while the caller writes this band
+                if progress is not None:
+                    done = (k + 1) * self.count
+                    progress(Progress(done, len(plan.bands) * self.count, stats["bytes_read"], k, len(plan.bands)))
+                yield band, target
+        finally:
+            stop.set()
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def _bands_by_inputs(self, plan, threads, out, progress, stats) -> Iterator[tuple[Band, np.ndarray]]:
         height, width, samples = self.shape
         bh = plan.band_height
         acc = make_accumulator((bh, width, samples), self.count, self.in_dtype, self.out_dtype, self.weights, self.out_bits)
         buffers = [np.empty((bh, width, samples), self.in_dtype) for _ in range(max(1, threads))]
         out_buffer = None if out is not None else np.empty((bh, width, samples), self.out_dtype)
-        stats = stats if stats is not None else {}
-        stats.setdefault("clipped", 0)
-        stats.setdefault("bytes_read", 0)
         total = len(plan.bands) * self.count
         done = 0
         executor = ThreadPoolExecutor(threads, thread_name_prefix="avgstack-read") if threads > 1 else None
@@ -363,6 +438,17 @@ class Stack:
             for f in pending:
                 with contextlib.suppress(BaseException):
                     f.result()
+
+
+class _Cancelled(Exception):
+    """A worker noticed that the run was abandoned."""
+
+
+def split_rows(band: Band, parts: int, unit: int) -> list[Band]:
+    """Split ``band`` into at most ``parts`` consecutive bands of whole ``unit``-row groups."""
+    units = math.ceil(band.height / unit)
+    per = math.ceil(units / max(1, parts)) * unit
+    return [Band(start, min(per, band.stop - start)) for start in range(band.start, band.stop, per)]
 
 
 def peak_rss() -> int:

@@ -219,6 +219,8 @@ def limit_file_size(limit: int) -> Callable[[], None]:
 def image(rng: np.random.Generator, shape=(24, 40, 3), dtype="uint8") -> np.ndarray:
     """Random samples; floats are smallish normals."""
     dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return rng.random(shape) < 0.5
     if dtype.kind in "ui":
         info = np.iinfo(dtype)
         return rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
@@ -237,6 +239,10 @@ TIFF_LAYOUTS = {
     "bigtiff_tiled_zstd": ("uint8", dict(bigtiff=True, tile=(16, 16), compression="zstd")),
     "uint16_tiled_lzw_be": ("uint16", dict(tile=(16, 16), compression="lzw", predictor=2, byteorder=">")),
     "float32_deflate_pred3": ("float32", dict(rowsperstrip=6, compression="zlib", predictor=3)),
+    "packed12": ("uint16", dict(bitspersample=12, rowsperstrip=5)),
+    "bilevel": ("bool", dict(rowsperstrip=8), (24, 40)),
+    "jpeg": ("uint8", dict(compression="jpeg", rowsperstrip=8)),
+    "multipage": ("uint8", dict(rowsperstrip=6, pages=2)),
 }
 #: Small valid PNGs: sample type and channel count.
 PNG_LAYOUTS = {"png": ("uint8", 3), "png16_rgba": ("uint16", 4)}
@@ -268,8 +274,16 @@ def seed_files(folder: str | os.PathLike, seed: int = 0) -> dict[str, str]:
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     out = {}
-    for name, (dtype, kwargs) in TIFF_LAYOUTS.items():
-        out[name] = write_tiff(folder / f"seed_{name}.tif", image(rng, (24, 40, 3), dtype), **kwargs)
+    for name, (dtype, kwargs, *shape) in TIFF_LAYOUTS.items():
+        kwargs = dict(kwargs)
+        pages = kwargs.pop("pages", 1)
+        path = folder / f"seed_{name}.tif"
+        for page in range(pages):
+            data = image(rng, shape[0] if shape else (24, 40, 3), dtype)
+            if kwargs.get("bitspersample"):
+                data >>= data.dtype.itemsize * 8 - kwargs["bitspersample"]
+            write_tiff(path, data, append=page > 0, **kwargs)
+        out[name] = str(path)
     for name, (dtype, channels) in PNG_LAYOUTS.items():
         out[name] = write_png(folder / f"seed_{name}.png", image(rng, (24, 40, channels), dtype))
     return out
@@ -350,10 +364,10 @@ def patch_tags(src: str | os.PathLike, dst: str | os.PathLike, values: dict[int,
     return os.fspath(dst)
 
 
-def segment_spans(path: str | os.PathLike) -> list[tuple[int, int]]:
-    """``(offset, bytecount)`` of every strip or tile of the first page."""
+def segment_spans(path: str | os.PathLike, page: int = 0) -> list[tuple[int, int]]:
+    """``(offset, bytecount)`` of every strip or tile of ``page``."""
     with tifffile.TiffFile(path) as tif:
-        p = tif.pages[0]
+        p = tif.pages[page]
         return [(int(o), int(n)) for o, n in zip(p.dataoffsets, p.databytecounts)]
 
 
@@ -578,7 +592,8 @@ class FuzzSeed:
     def load(cls, name: str, path: str) -> "FuzzSeed":
         data = Path(path).read_bytes()
         if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-            return cls(name, path, data, tag_spots(path), segment_spans(path))
+            page = 1 if name == "multipage" else 0  # the page the command line selects
+            return cls(name, path, data, tag_spots(path, page), segment_spans(path, page))
         return cls(name, path, data, None, None)
 
     def mutate(self, rng: np.random.Generator) -> tuple[bytes, str]:
@@ -626,8 +641,10 @@ def make_case(seeds: Sequence[FuzzSeed], folder: str | os.PathLike, case_seed: i
     mutant = folder / f"mutant_{case_seed}{ext}"
     mutant.write_bytes(data)
     order = rng.choice(["valid_first", "mutant_first", "alone", "twice"])
-    stack = {"valid_first": [seed.path, mutant], "mutant_first": [mutant, seed.path],
-             "alone": [mutant], "twice": [mutant, mutant]}[order]
+    page = "[1]" if seed.name == "multipage" and rng.random() < 0.7 else ""
+    valid, damaged = f"{seed.path}{page}", f"{mutant}{page}"
+    stack = {"valid_first": [valid, damaged], "mutant_first": [damaged, valid],
+             "alone": [damaged], "twice": [damaged, damaged]}[order]
     out_ext = ".png" if rng.random() < 0.2 else ".tif"
     out = folder / f"out{out_ext}"
     out.write_bytes(b"previous output, to be kept on failure\n")

@@ -130,7 +130,10 @@ def test_readme_weighted_example_matches_numpy_and_counts_clipped(stack):
     assert "weighted sum" in result.stderr
     expected, clipped = to_int(weighted_float(stack.frames, [0.01, -0.002, -0.002]), np.uint8)
     assert clipped > 0  # negative results saturate to 0
-    np.testing.assert_array_equal(read(stack.inp / "avg.tif"), expected)
+    # the contract for weighted integer results: within 1 unit of the float64 reference
+    got = read(stack.inp / "avg.tif")
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert np.abs(got.astype(np.int64) - expected.astype(np.int64)).max() <= 1
     m = re.search(SUMMARY_RE, result.stderr, re.M)
     assert m is not None, describe(result)
     assert int(m["clipped"]) == clipped

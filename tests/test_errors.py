@@ -415,6 +415,34 @@ def test_nan_and_inf_propagate_per_ieee(tmp_path, dtype):
     np.testing.assert_array_equal(tifffile.imread(out), expected)
 
 
+def test_issue_signaling_nan_prints_numpy_warning(tmp_path):
+    """Bug: a signalling NaN in a float input makes numpy print a RuntimeWarning on stderr.
+
+    float32 samples with bits 0x7f800001 (found by the fuzzer: a float TIFF whose
+    floating-point predictor tag was changed). Observed: exit 0 with two extra lines,
+    ``avgstack/arithmetic.py:297: RuntimeWarning: invalid value encountered in cast`` and
+    the source line; ``avgstack.average`` emits the RuntimeWarning (an exception under
+    ``-W error``). Expected: silence, NaN out (IEEE quiets it). Fix: ``np.errstate(invalid=
+    "ignore")`` around the float accumulator's casts in arithmetic.py.
+    """
+    snan = np.array([[0x7F800001, 0x7FC00000, 0x3F800000, 0xFF800001]], np.uint32).view(np.float32)
+    one = np.array([[0x3F800000, 0x3F800000, 0x7F800001, 0x3F800000]], np.uint32).view(np.float32)
+    pa = write_tiff(tmp_path / "snan.tif", snan)
+    pb = write_tiff(tmp_path / "one.tif", one)
+    out = tmp_path / "out.tif"
+    proc = run_cli(["-o", out, pa, pb])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", proc.stderr
+    result = tifffile.imread(out)
+    assert np.isnan(result[0, :3]).all() and np.isnan(result[0, 3])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = avgstack.average([snan, one])
+    assert np.isnan(result).all()
+
+
 def test_nan_and_inf_in_weighted_sums_follow_ieee():
     a = np.array([[np.inf, np.inf, np.nan, 1.0]], np.float32)
     b = np.array([[1.0, -np.inf, 2.0, 3.0]], np.float32)
