@@ -175,6 +175,9 @@ class IntegerMean(Accumulator):
         self.sum_dtype = _int_sum_dtype(np.dtype(in_dtype), count)
         info = np.iinfo(np.uint8 if np.dtype(in_dtype) == np.bool_ else in_dtype)
         self._largest_sum = max(abs(int(info.min)), int(info.max)) * count
+        # a mean lies within its inputs' range: clip only if the output range is narrower
+        lo, hi = self.out_range
+        self._may_clip = info.min < lo or info.max > hi or np.dtype(in_dtype) == np.bool_ and hi < 1
         self._acc = np.zeros(int(np.prod(self.shape, dtype=np.int64)), self.sum_dtype)
         self._qr = np.empty(min(CHUNK, self._acc.size), self.sum_dtype)
 
@@ -217,7 +220,10 @@ class IntegerMean(Accumulator):
             q[...] = self._acc[start:stop]
             np.divide(q, divisor, out=q)
             np.rint(q, out=q)
-            clipped += _clip_into(q, out[start:stop], lo, hi)
+            if self._may_clip:
+                clipped += _clip_into(q, out[start:stop], lo, hi)
+            else:
+                out[start:stop] = q
         return clipped
 
     def _finish_exact(self, out: np.ndarray, lo: float, hi: float) -> int:
