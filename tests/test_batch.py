@@ -276,3 +276,25 @@ def test_batch_usage_errors_exit_2(project, case):
         assert_no_bar_no_traceback(result)
         assert ERROR_RE.match(result.stderr.splitlines()[-1]) and "--batch" in result.stderr, describe(result)
     assert os.listdir(project.out) == []
+
+
+def test_edited_list_file_makes_its_job_stale(project):
+    """A job's @list file counts like its inputs: editing the list redoes that job only."""
+    lists = project.root / "lists"
+    lists.mkdir()
+    (lists / "b.txt").write_text("../in/b1.tif\n")
+    project.write(
+        '[[jobs]]\noutput = "out/a.tif"\ninputs = ["in/a1.tif", "in/a2.tif"]\n\n'
+        '[[jobs]]\noutput = "out/b.tif"\ninputs = ["@lists/b.txt"]\n'
+    )
+    assert_silent_success(project.run(), project.out)
+    now = time.time()
+    set_times([*project.inp.iterdir(), project.batch, lists / "b.txt"], now - 1000)
+    set_times(project.out.iterdir(), now - 500)
+    (lists / "b.txt").write_text("../in/b1.tif\n../in/b2.tif\n")
+    os.utime(lists / "b.txt", (now, now))
+    result = project.run("-v")
+    assert result.returncode == 0, describe(result)
+    assert summary(result) == (1, 1, 0)
+    f = project.frames
+    np.testing.assert_array_equal(read(project.out / "b.tif"), mean_reference([f["b1.tif"], f["b2.tif"]]))

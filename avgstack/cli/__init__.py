@@ -83,8 +83,9 @@ def _run_batch(args, bar: bool) -> int:
     for job in jobs:
         options = dict(defaults, **job.options)
         try:
-            inputs = expand_inputs(job.inputs, base)
-            if not args.force and not args.dry_run and is_up_to_date(job.output, inputs, args.batch):
+            lists: list[str] = []
+            inputs = expand_inputs(job.inputs, base, lists)
+            if not args.force and not args.dry_run and is_up_to_date(job.output, [*inputs, *lists], args.batch):
                 log.info("%s: skipped, output is newer than its inputs (--force redoes it)", job.name)
                 skipped += 1
                 continue

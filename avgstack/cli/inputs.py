@@ -38,7 +38,9 @@ def _read_list(list_file: str) -> list[str]:
     return items
 
 
-def expand_inputs(items: Iterable[str], base: str | None = None, _depth: int = 0) -> list[str]:
+def expand_inputs(
+    items: Iterable[str], base: str | None = None, lists: list[str] | None = None, _depth: int = 0
+) -> list[str]:
     """Expand ``@list`` files and glob patterns, keeping order; globs are sorted.
 
     Parameters
@@ -47,6 +49,8 @@ def expand_inputs(items: Iterable[str], base: str | None = None, _depth: int = 0
         Paths, ``@list.txt`` entries and patterns.
     base : str, optional
         Folder that relative items are resolved against (a batch file's folder).
+    lists : list of str, optional
+        Receives the paths of the list files read.
 
     Raises
     ------
@@ -61,7 +65,9 @@ def expand_inputs(items: Iterable[str], base: str | None = None, _depth: int = 0
                 list_file = os.path.join(base, list_file)
             if _depth > 8:
                 raise InputError(f"{item}: list files nest too deeply")
-            out.extend(expand_inputs(_read_list(list_file), None, _depth + 1))
+            if lists is not None:
+                lists.append(list_file)
+            out.extend(expand_inputs(_read_list(list_file), None, lists, _depth + 1))
             continue
         if base and not os.path.isabs(item):
             item = os.path.join(base, item)
