@@ -202,6 +202,23 @@ def permission_preexec() -> Callable[[], None] | None:
     return drop_file_permission_override if os.geteuid() == 0 else None
 
 
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Raise TimeoutError in the main thread if the block runs longer than ``seconds`` (a hang guard)."""
+    import signal
+
+    def _expired(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def limit_file_size(limit: int) -> Callable[[], None]:
     """``preexec_fn`` that caps the size of any file the child writes (``ulimit -f``): a full disk."""
 

@@ -17,7 +17,9 @@ its capability bounding set (:func:`faultfiles.drop_file_permission_override`);
 they are skipped only where that is impossible.
 
 Tests named ``test_issue_*`` pin bugs found while writing these tests and the
-fuzzer (``test_fuzz.py``); they fail until avgstack is fixed.
+fuzzer (``test_fuzz.py``). Each failed on the code it was written against
+(before commit 1b56ce1, "Fix bugs found by the test suites"); each docstring
+gives the observed and expected behaviour and where the fix belongs.
 """
 
 from __future__ import annotations
@@ -36,11 +38,11 @@ import tifffile
 from faultfiles import (
     ERROR_PREFIX,
     Snapshot,
-    assert_one_error_line,
     check_cli_failure,
     chmod_restored,
     cli_env,
     corrupt_segment,
+    deadline,
     fix_png_crcs,
     huge_declared_tiff,
     image,
@@ -68,7 +70,6 @@ from avgstack import (
     OutputError,
     ReadError,
     UsageError,
-    WriteError,
 )
 
 PREVIOUS = b"previous output: must survive every failure\n"
@@ -202,6 +203,22 @@ def test_random_bytes_named_tif_exit_2(pair, tmp_path, size):
     junk.write_bytes(data)
     expect_cli_failure(["-o", out, pa, junk], 2, str(junk), inputs=[pa, junk], out=out)
     expect_api_error(lambda: avgstack.average([pa, str(junk)]), InputError, str(junk))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "/dev/urandom"])
+def test_special_files_are_refused_without_hanging(pair, tmp_path, kind):
+    """A named pipe with no writer would block a plain open(); devices never end."""
+    pa, _, out, _, _ = pair
+    if kind == "fifo":
+        special = str(tmp_path / "pipe.tif")
+        os.mkfifo(special)
+    else:
+        special = kind
+        if not os.path.exists(special):
+            pytest.skip(f"no {kind}")
+    expect_cli_failure(["-o", out, pa, special], 2, special, inputs=[pa], out=out, timeout=20)
+    with deadline(20):
+        expect_api_error(lambda: avgstack.average([pa, special]), InputError, special)
 
 
 def test_lying_extensions_work_formats_are_sniffed(tmp_path, rng):
@@ -569,6 +586,25 @@ def test_input_truncated_during_processing_is_a_read_error(tmp_path, rng):
     assert temp_files(tmp_path) == []
 
 
+@pytest.mark.parametrize("threads", ["1", "2", "4"])
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_corrupt_tile_in_a_later_band_exit_1_with_threads(tmp_path, rng, threads, where):
+    """A decode error while earlier bands are already written (and the next is being read)."""
+    a = image(rng, (1600, 1200), "uint8")
+    good = write_tiff(tmp_path / "good.tif", a, tile=(64, 64), compression="lzw")
+    spans = segment_spans(good)
+    index = {"first": 0, "middle": len(spans) // 2, "last": len(spans) - 1}[where]
+    bad = corrupt_segment(good, tmp_path / "bad.tif", index, 0x00)
+    out = tmp_path / "out.tif"
+    out.write_bytes(PREVIOUS)
+    args = ["-o", out, "-j", threads, "-m", "8MiB", good, bad, good]
+    plan = run_cli(["--dry-run", *args])
+    bands = int(plan.stdout.split("bands: ")[1].split()[0])
+    assert bands > 1, plan.stdout
+    line = expect_cli_failure(args, 1, str(bad), inputs=[good, bad], out=out, contains=["corrupt"])
+    assert f"strip/tile {index}" in line
+
+
 # -- names --------------------------------------------------------------------------------------
 
 
@@ -609,8 +645,7 @@ def test_traceback_only_with_debug(pair, tmp_path):
 
 # -- regression tests for bugs found here and by the fuzzer ----------------------------------------
 #
-# Each fails until the bug it names is fixed. The reproductions are minimal: one valid
-# 24x40 RGB TIFF or PNG with one field changed.
+# The reproductions are minimal: one valid 24x40 RGB TIFF or PNG with one field changed.
 
 
 def _edited_tiff(tmp_path, rng, edit, **kwargs) -> str:
