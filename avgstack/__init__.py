@@ -7,7 +7,8 @@
 
 import logging
 
-from .api import JobPlan, Report, average, average_to_file, plan_to_file
+from .api import average, average_to_file, plan_to_file
+from .job import JobPlan, Report
 from .engine import Progress
 from .errors import (
     AvgstackError,

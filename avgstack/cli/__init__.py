@@ -13,10 +13,10 @@ import sys
 import traceback
 from typing import Sequence
 
-from ..api import FileJob
+from ..job import FileJob
 from ..engine import clock
 from ..errors import AvgstackError
-from .batch import BatchJob, is_up_to_date, load_batch
+from .batch import is_up_to_date, load_batch
 from .inputs import expand_inputs
 from .logs import setup_logging
 from .options import build_parser

@@ -6,7 +6,7 @@ import argparse
 import re
 
 from .. import __version__
-from ..api import default_threads
+from ..job import default_threads
 from ..engine import DTYPES
 from ..errors import UsageError
 from ..planning import DEFAULT_MAX_MEMORY, format_size, parse_size
