@@ -101,10 +101,12 @@ class Report:
 
 
 def resolve_budget(max_memory: int | str | None) -> int:
+    """Bytes of the budget: ``max_memory`` parsed, or the default."""
     return DEFAULT_MAX_MEMORY if max_memory is None else parse_size(max_memory)
 
 
 def resolve_threads(threads: int | None) -> int:
+    """Threads to use: ``threads`` checked, or the default."""
     if threads is None:
         return default_threads()
     if int(threads) < 1:
@@ -113,6 +115,7 @@ def resolve_threads(threads: int | None) -> int:
 
 
 def warn_clipped(clipped: int, dtype: np.dtype) -> None:
+    """Log, once, how many samples were saturated to the output range."""
     if clipped:
         log.warning("%d samples were clipped to the %s range", clipped, np.dtype(dtype).name)
 
