@@ -457,6 +457,12 @@ class WeightedSum(Accumulator):
         clipped = 0
         for start in _chunks(out.size):
             stop = min(start + CHUNK, out.size)
+            if self.fast:
+                # the float32 sums of integers are finite: round them in place, the band is done with
+                t = self._acc[start:stop]
+                np.rint(t, out=t)
+                clipped += _clip_into(t, out[start:stop], lo, hi)
+                continue
             t = self._t[: stop - start]
             t[...] = self._acc[start:stop]
             clipped += _round_into(t, out[start:stop], lo, hi)
