@@ -34,7 +34,7 @@ _TIFF_EXTENSIONS = (".tif", ".tiff", ".btf", ".tf8")
 
 
 def default_threads() -> int:
-    """Inputs decoded at once by default: the machine's cores, at most 4."""
+    """Worker threads by default: the machine's cores, at most 4."""
     return max(1, min(4, os.cpu_count() or 1))
 
 

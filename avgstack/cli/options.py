@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--tile", type=int, metavar="N",
                      help="write TIFF tiles of N x N (a multiple of 16) instead of strips, e.g. --tile 256")
     res.add_argument("-j", "--threads", type=int, default=None, metavar="N",
-                     help=f"inputs decoded at once (default {default_threads()}: this machine's cores, "
+                     help=f"worker threads (default {default_threads()}: this machine's cores, "
                           "at most 4), e.g. -j 1 for the least memory")
 
     run = parser.add_argument_group("running")
