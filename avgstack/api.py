@@ -44,7 +44,7 @@ def average(
     max_memory : int or str, optional
         Budget for pixel buffers, the returned array included (``'512MiB'``).
     threads : int, optional
-        Inputs decoded at once.
+        Worker threads.
     progress : callable, optional
         Called with a :class:`~avgstack.engine.Progress` after each input band.
 

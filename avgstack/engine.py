@@ -215,7 +215,7 @@ class Stack:
         budget : int
             Bytes for pixel buffers.
         threads : int
-            Inputs decoded at once; each needs its own band buffer.
+            Worker threads (fewer are used if their buffers do not fit).
         output_rows : int
             Bands must be a multiple of this many rows (output strip/tile).
         output_fixed : mapping, optional

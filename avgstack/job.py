@@ -71,7 +71,7 @@ class Report:
     bigtiff : bool
         Whether the output is BigTIFF.
     threads : int
-        Inputs decoded at once.
+        Worker threads.
     """
 
     output: str
@@ -155,7 +155,7 @@ class JobPlan:
     budget : int
         The memory budget.
     threads : int
-        Inputs decoded at once.
+        Worker threads.
     read_bytes : int
         Bytes the inputs occupy on disk (read once).
     write_bytes : int
