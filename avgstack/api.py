@@ -12,7 +12,7 @@ from .engine import ProgressCallback, Stack, clock
 from .job import FileJob, JobPlan, Report, resolve_budget, resolve_threads, warn_clipped, default_threads, stack_inputs
 from .planning import format_size
 from .reading import InputSpec
-from .reading.opencv import to_opencv_layout
+from .reading.layout import to_opencv_layout
 
 __all__ = ["average", "average_to_file", "plan_to_file", "Report", "JobPlan", "FileJob", "default_threads"]
 

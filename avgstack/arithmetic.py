@@ -20,7 +20,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 __all__ = [
@@ -404,6 +403,11 @@ class WeightedSum(Accumulator):
             raise ValueError(f"{len(weights)} weights for {count} frames")
         self.weights = [float(w) for w in weights]
         self.fast = self.uses_float32(in_dtype, out_dtype, self.weights)
+        if self.fast:
+            import cv2  # only this path needs OpenCV; importing it costs ~0.1 s
+
+            self._add_weighted = cv2.addWeighted
+            self._cv_32f = cv2.CV_32F
         size = int(np.prod(self.shape, dtype=np.int64))
         self._acc = np.zeros(size, np.float32 if self.fast else np.float64)
         self._t = np.empty(min(CHUNK, size), np.float64)
@@ -435,7 +439,7 @@ class WeightedSum(Accumulator):
                 self._first = False
             else:
                 a = acc.reshape(-1, 1)
-                cv2.addWeighted(a, 1.0, src.reshape(-1, 1), w, 0.0, dst=a, dtype=cv2.CV_32F)
+                self._add_weighted(a, 1.0, src.reshape(-1, 1), w, 0.0, dst=a, dtype=self._cv_32f)
             return
         with np.errstate(invalid="ignore", over="ignore"):
             if self._first:

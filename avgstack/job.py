@@ -19,8 +19,7 @@ from .engine import ProgressCallback, Stack, clock, peak_rss
 from .errors import OutputError, UsageError
 from .planning import DEFAULT_MAX_MEMORY, format_size, parse_size
 from .reading import InputSpec
-from .reading.opencv import OPENCV_PHOTOMETRICS
-from .writing import opencv as opencv_writer
+from .reading.layout import OPENCV_PHOTOMETRICS
 from .writing.atomic import atomic_output, check_output
 from .writing.tiff import TiffOptions, encode_scratch, needs_bigtiff, segment_rows, write_tiff
 
@@ -218,6 +217,9 @@ class FileJob:
         else:
             if compression not in (None, "none") or tile:
                 raise UsageError("--compression and --tile apply to TIFF output only")
+            from .writing import opencv as opencv_writer  # imports OpenCV only when needed
+
+            self.opencv_writer = opencv_writer
             self.ext = opencv_writer.check_writable(self.out)
             self.options = TiffOptions()
         self.stack = Stack(inputs, weights, dtype)
@@ -230,7 +232,7 @@ class FileJob:
                         f"{self.out}: {stack.info.photometric} images can only be written as TIFF; "
                         "use a .tif output"
                     )
-                opencv_writer.check_encodable(self.out, self.ext, stack.out_dtype, s)
+                self.opencv_writer.check_encodable(self.out, self.ext, stack.out_dtype, s)
             self.paths = [
                 split_page_suffix(os.fspath(i))[0] for i in stack_inputs(inputs) if not isinstance(i, np.ndarray)
             ]
@@ -249,7 +251,7 @@ class FileJob:
                     self.budget,
                     threads=threads,
                     output_band=False,
-                    output_fixed={"result": self.frame_bytes, "encoder": opencv_writer.encode_bytes(self.frame_bytes)},
+                    output_fixed={"result": self.frame_bytes, "encoder": self.opencv_writer.encode_bytes(self.frame_bytes)},
                 )
         except BaseException:
             self.stack.close()
@@ -312,7 +314,7 @@ class FileJob:
                 result = np.empty(stack.shape, stack.out_dtype)
                 for _ in stack.bands(plan, threads=threads, out=result, progress=progress, stats=stats):
                     pass
-                opencv_writer.write_opencv(fh, result, self.ext, self.out)
+                self.opencv_writer.write_opencv(fh, result, self.ext, self.out)
                 del result
             written = fh.tell()
         warn_clipped(stats["clipped"], stack.out_dtype)

@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import InputError, UnsupportedInputError
 from ..windows import Band
 from .base import Source
-from .opencv import info_for_opencv_layout, swap_red_blue
+from .layout import info_for_opencv_layout, swap_red_blue
 
 __all__ = ["ArraySource"]
 

@@ -26,8 +26,9 @@ import numpy as np  # noqa: E402
 
 from ..errors import InputError, ReadError  # noqa: E402
 from ..windows import Band  # noqa: E402
-from .base import ImageInfo, Source  # noqa: E402
+from .base import Source  # noqa: E402
 from .headers import HeaderError, probe_header  # noqa: E402
+from .layout import OPENCV_PHOTOMETRICS, info_for_opencv_layout, swap_red_blue, to_opencv_layout  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -84,64 +85,6 @@ def _check_complete(path: str, fmt: str) -> None:
 
 
 __all__ = ["OpenCVSource", "swap_red_blue", "info_for_opencv_layout", "to_opencv_layout", "OPENCV_PHOTOMETRICS"]
-
-#: Colour meanings OpenCV's layout can express: gray and BGR(A).
-OPENCV_PHOTOMETRICS = ("minisblack", "rgb")
-
-
-def swap_red_blue(array: np.ndarray, *, inplace: bool = False) -> np.ndarray:
-    """Convert BGR(A) to RGB(A) or back; arrays with other channel counts pass through.
-
-    Parameters
-    ----------
-    array : ndarray
-        ``(rows, cols)`` or ``(rows, cols, channels)``.
-    inplace : bool
-        Swap inside ``array`` instead of returning a new array.
-    """
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
-        return array
-    if not inplace:
-        order = [2, 1, 0] + ([3] if array.shape[2] == 4 else [])
-        return array[..., order]
-    for start in range(0, array.shape[0], 256):  # bounded temporary
-        rows = array[start : start + 256]
-        blue = rows[..., 0].copy()
-        rows[..., 0] = rows[..., 2]
-        rows[..., 2] = blue
-    return array
-
-
-def to_opencv_layout(image: np.ndarray, photometric: str) -> np.ndarray:
-    """Turn a ``(rows, cols, samples)`` result in stored order into OpenCV's layout, in place.
-
-    RGB(A) becomes BGR(A) and one sample becomes a 2-D array. Other colour
-    meanings (MinIsWhite, CMYK) keep their stored samples as they are.
-    """
-    if photometric == "rgb":
-        swap_red_blue(image, inplace=True)
-    return image[:, :, 0] if image.shape[2] == 1 else image
-
-
-def info_for_opencv_layout(
-    name: str, height: int, width: int, channels: int, dtype: np.dtype, fmt: str, streamable: bool
-) -> ImageInfo:
-    """Describe an image that OpenCV returns with ``channels`` channels in BGR(A) order."""
-    photometric = "rgb" if channels in (3, 4) else "minisblack"
-    extrasamples = (2,) if channels in (2, 4) else ()  # OpenCV alpha is unassociated
-    return ImageInfo(
-        name=name,
-        height=height,
-        width=width,
-        samples=channels,
-        dtype=np.dtype(dtype),
-        photometric=photometric,
-        extrasamples=extrasamples,
-        format=fmt,
-        streamable=streamable,
-        segment_height=1,
-        metadata={"extratags": []},
-    )
 
 
 class OpenCVSource(Source):

@@ -8,7 +8,8 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import OutputError, WriteError
-from ..reading.opencv import cv2, swap_red_blue
+from ..reading.layout import swap_red_blue
+from ..reading.opencv import cv2
 
 __all__ = ["check_writable", "check_encodable", "write_opencv", "encode_bytes"]
 
