@@ -8,8 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .engine import ProgressCallback, Stack, clock
-from .job import FileJob, JobPlan, Report, resolve_budget, resolve_threads, warn_clipped, default_threads, stack_inputs
+from .engine import ProgressCallback, Stack, clock, stack_inputs
+from .job import FileJob, JobPlan, Report, default_threads, resolve_budget, resolve_threads, warn_clipped
 from .planning import format_size
 from .reading import InputSpec
 from .reading.layout import to_opencv_layout

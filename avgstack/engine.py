@@ -27,7 +27,7 @@ from .planning import Plan, format_size, plan_bands
 from .reading import ALPHA_KINDS, FilePool, ImageInfo, InputSpec, Source, open_source
 from .windows import Band
 
-__all__ = ["Stack", "Progress", "ProgressCallback", "parse_dtype", "DTYPES", "check_weights"]
+__all__ = ["Stack", "Progress", "ProgressCallback", "parse_dtype", "DTYPES", "check_weights", "stack_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +147,7 @@ class Stack:
         weights: Sequence[float] | None = None,
         dtype: str | np.dtype | None = None,
     ) -> None:
-        if isinstance(inputs, (str, os.PathLike, np.ndarray)):
-            inputs = [inputs]
-        inputs = list(inputs)
+        inputs = stack_inputs(inputs)
         if not inputs:
             raise UsageError("no inputs given")
         self.weights = check_weights(weights, len(inputs))
@@ -449,6 +447,13 @@ def split_rows(band: Band, parts: int, unit: int) -> list[Band]:
     units = math.ceil(band.height / unit)
     per = math.ceil(units / max(1, parts)) * unit
     return [Band(start, min(per, band.stop - start)) for start in range(band.start, band.stop, per)]
+
+
+def stack_inputs(inputs: Sequence[InputSpec] | InputSpec) -> list[InputSpec]:
+    """Inputs as a list (a single path or array is a stack of one)."""
+    if isinstance(inputs, (str, os.PathLike, np.ndarray)):
+        return [inputs]
+    return list(inputs)
 
 
 def peak_rss() -> int:

@@ -11,20 +11,18 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from .engine import ProgressCallback, Stack, clock, peak_rss
+from .engine import ProgressCallback, Stack, clock, peak_rss, stack_inputs
 from .errors import OutputError, UsageError
 from .planning import DEFAULT_MAX_MEMORY, format_size, parse_size
-from .reading import InputSpec
 from .reading.layout import OPENCV_PHOTOMETRICS
 from .writing.atomic import atomic_output, check_output
 from .writing.tiff import TiffOptions, encode_scratch, needs_bigtiff, segment_rows, write_tiff
 
 __all__ = [
-    "FileJob", "JobPlan", "Report", "default_threads", "stack_inputs", "resolve_budget", "resolve_threads", "warn_clipped",
+    "FileJob", "JobPlan", "Report", "default_threads", "resolve_budget", "resolve_threads", "warn_clipped",
 ]
 
 log = logging.getLogger("avgstack")
@@ -347,9 +345,3 @@ class FileJob:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def stack_inputs(inputs: Sequence[InputSpec] | InputSpec) -> list[InputSpec]:
-    """Inputs as a list (a single path or array is a stack of one)."""
-    if isinstance(inputs, (str, os.PathLike, np.ndarray)):
-        return [inputs]
-    return list(inputs)
