@@ -29,11 +29,11 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
-__all__ = ["HEAD_SIZE", "Header", "HeaderError", "probe_header", "sniff_format"]
+__all__ = ["HEAD_SIZE", "Header", "HeaderError", "check_complete", "probe_header", "sniff_format"]
 
 #: Bytes read from the start of a file; text headers must end within them.
 HEAD_SIZE = 64 * 1024
@@ -185,6 +185,33 @@ def probe_header(path: str | os.PathLike[str]) -> Header | None:
             return None
 
 
+def check_complete(path: str | os.PathLike[str], fmt: str) -> None:
+    """Refuse PNG and JPEG files cut short or with chunks running past the end.
+
+    OpenCV may decode such files into partial garbage without an error, or
+    allocate for a bogus chunk length. PNG chunks are walked by their 8-byte
+    headers up to IEND (no pixel data is read); a JPEG must hold its
+    end-of-image marker in its last 64 KiB. Other formats pass.
+
+    Raises
+    ------
+    HeaderError
+        The file is incomplete. The message names no path.
+    """
+    if fmt not in ("png", "jpeg"):
+        return
+    with open(path, "rb") as f:
+        source = _Source(f)
+        if fmt == "png":
+            for pos, length, kind in _png_chunk_heads(source, 8, b"IEND"):
+                if pos + 12 + length > source.size:
+                    raise HeaderError(f"PNG {kind!r} chunk runs past the end of the file")
+                if kind == b"IEND":
+                    return
+        elif b"\xff\xd9" not in source.read_at(max(0, source.size - HEAD_SIZE), HEAD_SIZE):
+            raise HeaderError("JPEG is truncated (no end-of-image marker)")
+
+
 class _PastHead(Exception):
     """A text header continues past the bytes read: cannot tell."""
 
@@ -195,7 +222,8 @@ class _Source:
     def __init__(self, f: BinaryIO) -> None:
         self._f = f
         self.head = f.read(HEAD_SIZE)
-        self.complete = os.fstat(f.fileno()).st_size <= len(self.head)
+        self.size = os.fstat(f.fileno()).st_size
+        self.complete = self.size <= len(self.head)
 
     def read_at(self, offset: int, size: int) -> bytes:
         """Return up to ``size`` bytes from ``offset`` (fewer at the end of the file)."""
@@ -261,16 +289,23 @@ def _probe_png(src: _Source) -> Header | None:
     return Header("png", height, width, channels, _U16 if depth == 16 else _U8)
 
 
-def _png_chunks(src: _Source, width: int, height: int, depth: int, color: int) -> bool:
-    """Walk the chunks before the first IDAT as libpng does; return whether a valid tRNS is there."""
-    pos, palette, transparent, frame = 33, 0, False, None
+def _png_chunk_heads(src: _Source, pos: int, before: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """Yield ``(offset, length, type)`` of each chunk from ``pos``; a missing header names ``before``."""
     while True:
         head = src.read_at(pos, 8)
         if len(head) < 8:
-            raise HeaderError("PNG ends before its first IDAT chunk")
+            raise HeaderError(f"PNG ends before its {before.decode()} chunk")
         length, kind = struct.unpack(">I4s", head)
         if length > _INT_MAX or not kind.isalpha():
             raise HeaderError("PNG has a chunk with an invalid length or type")
+        yield pos, length, kind
+        pos += 12 + length
+
+
+def _png_chunks(src: _Source, width: int, height: int, depth: int, color: int) -> bool:
+    """Walk the chunks before the first IDAT as libpng does; return whether a valid tRNS is there."""
+    palette, transparent, frame = 0, False, None
+    for pos, length, kind in _png_chunk_heads(src, 33, b"first IDAT"):
         if kind == b"IDAT":
             break
         body = b""
@@ -301,7 +336,6 @@ def _png_chunks(src: _Source, width: int, height: int, depth: int, color: int) -
             frame = struct.unpack(">4I", body[4:20])
         elif not kind[0] & 0x20:
             raise HeaderError(f"PNG has a misplaced or unknown critical chunk {kind.decode()}")
-        pos += 12 + length
     if color == 3 and not palette:
         raise HeaderError("PNG palette image has no PLTE chunk before its pixels")
     if frame is not None:

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from ..errors import InputError, ReadError  # noqa: E402
 from ..windows import Band  # noqa: E402
 from .base import Source  # noqa: E402
-from .headers import HeaderError, probe_header  # noqa: E402
+from .headers import HeaderError, check_complete, probe_header  # noqa: E402
 from .layout import OPENCV_PHOTOMETRICS, info_for_opencv_layout, swap_red_blue, to_opencv_layout  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -57,33 +57,6 @@ def _stderr_to_log() -> Iterator[None]:
                 log.debug("decoder said: %s", text)
 
 
-def _check_complete(path: str, fmt: str) -> None:
-    """Refuse PNG and JPEG files cut short or with impossible chunk lengths.
-
-    OpenCV may decode such files into partial garbage without an error. PNG
-    chunks are walked by their headers (a seek each, no pixel data read).
-    """
-    with open(path, "rb") as fh:
-        size = fh.seek(0, os.SEEK_END)
-        if fmt == "png":
-            pos = 8
-            while True:
-                fh.seek(pos)
-                head = fh.read(8)
-                if len(head) < 8:
-                    raise InputError(f"{path}: truncated PNG (no IEND chunk)")
-                length = int.from_bytes(head[:4], "big")
-                if length >= 2**31 or pos + 12 + length > size:
-                    raise InputError(f"{path}: damaged PNG ({head[4:8]!r} chunk runs past the end of the file)")
-                if head[4:8] == b"IEND":
-                    return
-                pos += 12 + length
-        if fmt == "jpeg":
-            fh.seek(max(0, size - 65536))
-            if b"\xff\xd9" not in fh.read():
-                raise InputError(f"{path}: truncated JPEG (no end-of-image marker)")
-
-
 __all__ = ["OpenCVSource", "swap_red_blue", "info_for_opencv_layout", "to_opencv_layout", "OPENCV_PHOTOMETRICS"]
 
 
@@ -105,7 +78,7 @@ class OpenCVSource(Source):
         name = name or path
         try:
             header = probe_header(path)
-            _check_complete(path, fmt)
+            check_complete(path, fmt)
         except HeaderError as err:
             raise InputError(f"{name}: damaged {fmt.upper()} file ({err})") from err
         except OSError as err:
