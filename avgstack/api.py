@@ -75,10 +75,8 @@ def average(
             budget, threads=threads, output_band=False, output_fixed={"result": result_bytes}
         )
         log.debug("plan: %d bands of %d rows, %s", len(plan.bands), plan.band_height, format_size(plan.memory))
-        result = np.empty(stack.shape, stack.out_dtype)
         stats: dict = {}
-        for _ in stack.bands(plan, threads=threads, out=result, progress=progress, stats=stats):
-            pass
+        result = stack.result(plan, threads=threads, progress=progress, stats=stats)
         warn_clipped(stats["clipped"], stack.out_dtype)
         return to_opencv_layout(result, stack.info.photometric)
 

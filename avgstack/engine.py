@@ -327,6 +327,24 @@ class Stack:
         else:
             yield from self._bands_by_inputs(plan, threads, out, progress, stats)
 
+    def result(
+        self,
+        plan: Plan,
+        *,
+        threads: int = 1,
+        progress: ProgressCallback | None = None,
+        stats: dict | None = None,
+    ) -> np.ndarray:
+        """Return the whole ``(height, width, samples)`` result, computed band by band into one array.
+
+        The plan must have counted that array (``output_band=False`` with a
+        fixed ``result`` buffer).
+        """
+        result = np.empty(self.shape, self.out_dtype)
+        for _ in self.bands(plan, threads=threads, out=result, progress=progress, stats=stats):
+            pass
+        return result
+
     def _bands_by_rows(self, plan, threads, out, progress, stats) -> Iterator[tuple[Band, np.ndarray]]:
         height, width, samples = self.shape
         unit = self.segment_rows()

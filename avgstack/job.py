@@ -309,9 +309,7 @@ class FileJob:
                     threads=threads,
                 )
             else:
-                result = np.empty(stack.shape, stack.out_dtype)
-                for _ in stack.bands(plan, threads=threads, out=result, progress=progress, stats=stats):
-                    pass
+                result = stack.result(plan, threads=threads, progress=progress, stats=stats)
                 self.opencv_writer.write_opencv(fh, result, self.ext, self.out)
                 del result
             written = fh.tell()
