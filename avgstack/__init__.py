@@ -9,7 +9,7 @@ import logging
 
 from .api import average, average_to_file, plan_to_file
 from .job import JobPlan, Report
-from .engine import Progress
+from .executor import Progress
 from .errors import (
     AvgstackError,
     BudgetError,

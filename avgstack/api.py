@@ -8,11 +8,14 @@ from typing import Sequence
 
 import numpy as np
 
-from .engine import ProgressCallback, Stack, clock, stack_inputs
-from .job import FileJob, JobPlan, Report, default_threads, resolve_budget, resolve_threads, warn_clipped
+from .engine import Engine, ProgressCallback, clock, layout_of, reduce_spec
+from .job import FileJob, JobPlan, Report, warn_clipped
+from .options import JobOptions, default_threads
 from .planning import format_size
 from .reading import InputSpec
 from .reading.layout import to_opencv_layout
+from .stack import Stack, stack_inputs
+from .writing.sinks import ArraySink
 
 __all__ = ["average", "average_to_file", "plan_to_file", "Report", "JobPlan", "FileJob", "default_threads"]
 
@@ -42,11 +45,11 @@ def average(
         Output sample type; defaults to the inputs'. Integer results are
         rounded half to even and saturated.
     max_memory : int or str, optional
-        Budget for pixel buffers, the returned array included (``'512MiB'``).
+        Budget for buffers, the returned array included (``'512MiB'``).
     threads : int, optional
         Worker threads.
     progress : callable, optional
-        Called with a :class:`~avgstack.engine.Progress` after each input band.
+        Called with a :class:`~avgstack.Progress` as the work advances.
 
     Returns
     -------
@@ -66,19 +69,26 @@ def average(
     >>> avgstack.average([a, b])[0, 0].tolist()
     [2, 2, 2]
     """
-    budget = resolve_budget(max_memory)
-    threads = resolve_threads(threads)
-    with Stack(inputs, weights, dtype) as stack:
-        h, w, s = stack.shape
-        result_bytes = h * w * s * stack.out_dtype.itemsize
-        plan, threads = stack.plan(
-            budget, threads=threads, output_band=False, output_fixed={"result": result_bytes}
-        )
+    options = JobOptions.create(weights, dtype=dtype, max_memory=max_memory, threads=threads)
+    specs = stack_inputs(inputs)
+    options.with_count(len(specs))
+    with Stack(specs, options.dtype) as stack:
+        sink = ArraySink(layout_of(stack))
+        engine = Engine(stack, reduce_spec(stack, options.weights), sink, options.max_memory, options.threads)
+        plan = engine.plan
         log.debug("plan: %d bands of %d rows, %s", len(plan.bands), plan.band_height, format_size(plan.memory))
-        stats: dict = {}
-        result = stack.result(plan, threads=threads, progress=progress, stats=stats)
-        warn_clipped(stats["clipped"], stack.out_dtype)
+        result = sink.result(plan)
+        for _ in engine.bands(result, progress):
+            pass
+        warn_clipped(engine.stats.clipped, stack.out_dtype)
         return to_opencv_layout(result, stack.info.photometric)
+
+
+def _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads) -> FileJob:
+    options = JobOptions.create(
+        weights, dtype=dtype, max_memory=max_memory, threads=threads, compression=compression, tile=tile
+    )
+    return FileJob(stack_inputs(inputs), out, options)
 
 
 def plan_to_file(
@@ -97,7 +107,7 @@ def plan_to_file(
     Takes the arguments of :func:`average_to_file` and raises the same errors
     it would raise before processing.
     """
-    with FileJob(stack_inputs(inputs), out, weights, dtype, max_memory, compression, tile, threads) as job:
+    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads) as job:
         return job.describe()
 
 
@@ -138,5 +148,5 @@ def average_to_file(
         Shape, dtype, frames, seconds, peak memory, clipped samples, ...
     """
     start = clock()
-    with FileJob(stack_inputs(inputs), out, weights, dtype, max_memory, compression, tile, threads) as job:
+    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads) as job:
         return job.run(progress, start)

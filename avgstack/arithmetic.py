@@ -17,13 +17,16 @@ and cache resident.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from typing import Sequence
 
 import numpy as np
 
+from .buffers import Buffer, opaque
+from .reducers.base import ReduceSpec, Reducer
+
 __all__ = [
     "Accumulator",
+    "reducer_class",
     "IntegerMean",
     "CompensatedMean",
     "WeightedSum",
@@ -84,72 +87,13 @@ def _round_into(values: np.ndarray, out: np.ndarray, lo: float, hi: float) -> in
     return clipped
 
 
-class Accumulator(ABC):
-    """Accumulates bands of ``count`` frames and writes the rounded result.
+#: The frame reducers below are the arithmetic's accumulators.
+Accumulator = Reducer
 
-    Parameters
-    ----------
-    shape : tuple of int
-        Shape of the tallest band, ``(rows, width, samples)``.
-    count : int
-        Number of frames.
-    out_dtype : numpy dtype
-        Output sample type.
-    out_bits : int, optional
-        Packed bit depth of the output, which narrows its range.
-    """
 
-    def __init__(
-        self,
-        shape: tuple[int, ...],
-        count: int,
-        out_dtype: np.dtype,
-        out_bits: int | None = None,
-    ) -> None:
-        self.shape = tuple(shape)
-        self.count = count
-        self.out_dtype = np.dtype(out_dtype)
-        self.out_range = sample_range(self.out_dtype, out_bits)
-        self._rows = self.shape[0]
-
-    @staticmethod
-    @abstractmethod
-    def bytes_per_sample(in_dtype: np.dtype, count: int) -> int:
-        """Bytes of accumulator per sample, for the planner."""
-
-    @abstractmethod
-    def _reset(self, size: int) -> None: ...
-
-    @abstractmethod
-    def _add(self, flat: np.ndarray, index: int) -> None: ...
-
-    @abstractmethod
-    def _finish(self, out: np.ndarray) -> int: ...
-
-    def reset(self, rows: int) -> None:
-        """Start a band of ``rows`` rows (at most the planned height)."""
-        if rows > self.shape[0]:
-            raise ValueError(f"band of {rows} rows exceeds planned {self.shape[0]}")
-        self._rows = rows
-        self._size = rows * int(np.prod(self.shape[1:], dtype=np.int64))
-        self._reset(self._size)
-
-    def add(self, frame: np.ndarray, index: int) -> None:
-        """Add band ``frame`` of input ``index``; its shape must match the band."""
-        if frame.shape[0] != self._rows or frame.size != self._size:
-            raise ValueError(f"frame band {frame.shape} does not match band of {self._rows} rows")
-        self._add(np.ascontiguousarray(frame).reshape(-1), index)
-
-    def finish(self, out: np.ndarray) -> int:
-        """Write the band's result into ``out`` and return how many samples were clipped."""
-        if out.size != self._size:
-            raise ValueError(f"output band {out.shape} does not match band of {self._rows} rows")
-        if out.flags.c_contiguous:
-            return self._finish(out.reshape(-1))
-        flat = np.empty(self._size, self.out_dtype)
-        clipped = self._finish(flat)
-        out[...] = flat.reshape(out.shape)
-        return clipped
+def _scratch(name: str = "arithmetic temporaries") -> Buffer:
+    """Chunk-sized temporaries numpy allocates inside expressions."""
+    return opaque(name, ARITHMETIC_SCRATCH)
 
 
 def _int_sum_dtype(in_dtype: np.dtype, count: int) -> np.dtype:
@@ -169,20 +113,30 @@ def _int_sum_dtype(in_dtype: np.dtype, count: int) -> np.dtype:
 class IntegerMean(Accumulator):
     """Exact mean of integer (or bilevel) samples, rounded half to even."""
 
-    def __init__(self, shape, count, in_dtype, out_dtype, out_bits=None) -> None:
-        super().__init__(shape, count, out_dtype, out_bits)
-        self.sum_dtype = _int_sum_dtype(np.dtype(in_dtype), count)
-        info = np.iinfo(np.uint8 if np.dtype(in_dtype) == np.bool_ else in_dtype)
+    def __init__(self, spec: ReduceSpec, shape: tuple[int, int, int]) -> None:
+        super().__init__(spec, shape)
+        in_dtype, count = spec.in_dtype, spec.count
+        self.out_range = sample_range(self.out_dtype, spec.out_bits)
+        self.sum_dtype = _int_sum_dtype(in_dtype, count)
+        info = np.iinfo(np.uint8 if in_dtype == np.bool_ else in_dtype)
         self._largest_sum = max(abs(int(info.min)), int(info.max)) * count
         # a mean lies within its inputs' range: clip only if the output range is narrower
         lo, hi = self.out_range
-        self._may_clip = info.min < lo or info.max > hi or np.dtype(in_dtype) == np.bool_ and hi < 1
-        self._acc = np.zeros(int(np.prod(self.shape, dtype=np.int64)), self.sum_dtype)
-        self._qr = np.empty(min(CHUNK, self._acc.size), self.sum_dtype)
+        self._may_clip = info.min < lo or info.max > hi or in_dtype == np.bool_ and hi < 1
+        self._acc = self._allocate("accumulator")
+        self._t = self._allocate("rounding chunk")
 
-    @staticmethod
-    def bytes_per_sample(in_dtype: np.dtype, count: int) -> int:
-        return _int_sum_dtype(np.dtype(in_dtype), count).itemsize
+    @classmethod
+    def state_buffers(cls, spec: ReduceSpec, shape: tuple[int, int, int]) -> list[Buffer]:
+        size = int(np.prod(shape, dtype=np.int64))
+        sum_dtype = _int_sum_dtype(spec.in_dtype, spec.count)
+        info = np.iinfo(np.uint8 if spec.in_dtype == np.bool_ else spec.in_dtype)
+        ftype = np.float32 if max(abs(int(info.min)), int(info.max)) * spec.count < 2**23 else np.float64
+        return [
+            Buffer("accumulator", (size,), sum_dtype),
+            Buffer("rounding chunk", (min(CHUNK, size),), ftype),
+            _scratch(),
+        ]
 
     def _reset(self, size: int) -> None:
         self._first = True
@@ -209,9 +163,8 @@ class IntegerMean(Accumulator):
         # |sum| < 2**23 (float32) or 2**52 (float64): the sum is exact in that float type and the
         # correctly rounded quotient lies closer to the true mean than the true mean lies to any
         # x.5 it is not equal to (at least 1/(2n) away), so rint() rounds it exactly half to even.
-        ftype = np.float32 if self._largest_sum < 2**23 else np.float64
-        t = np.empty(min(CHUNK, out.size), ftype)
-        divisor = ftype(n)
+        t = self._t
+        divisor = t.dtype.type(n)
         clipped = 0
         for start in _chunks(out.size):
             stop = min(start + CHUNK, out.size)
@@ -278,22 +231,28 @@ class CompensatedMean(Accumulator):
     such magnitudes, so their mean comes back exactly too.
     """
 
-    def __init__(self, shape, count, in_dtype, out_dtype, out_bits=None) -> None:
-        super().__init__(shape, count, out_dtype, out_bits)
-        size = int(np.prod(self.shape, dtype=np.int64))
-        self._hi = np.zeros(size, np.float64)
-        self._lo = np.zeros(size, np.float64)
-        k = min(CHUNK, size)
-        self._x = np.empty(k, np.float64)
-        self._s = np.empty(k, np.float64)
-        self._t = np.empty(k, np.float64)
-        self._can_overflow = np.dtype(in_dtype).itemsize >= 8
-        self._shift = int(np.ceil(np.log2(max(count, 1)))) + 1
+    def __init__(self, spec: ReduceSpec, shape: tuple[int, int, int]) -> None:
+        super().__init__(spec, shape)
+        self.out_range = sample_range(self.out_dtype, spec.out_bits)
+        self._hi = self._allocate("accumulator")
+        self._lo = self._allocate("accumulator (low part)")
+        self._x, self._s, self._t = self._allocate("sum chunks")
+        self._can_overflow = spec.in_dtype.itemsize >= 8
+        self._shift = int(np.ceil(np.log2(max(spec.count, 1)))) + 1
         self._scaled: np.ndarray | None = None  # allocated when a sum first overflows
 
-    @staticmethod
-    def bytes_per_sample(in_dtype: np.dtype, count: int) -> int:
-        return 16 + (1 if np.dtype(in_dtype).itemsize >= 8 else 0)
+    @classmethod
+    def state_buffers(cls, spec: ReduceSpec, shape: tuple[int, int, int]) -> list[Buffer]:
+        size = int(np.prod(shape, dtype=np.int64))
+        buffers = [
+            Buffer("accumulator", (size,), np.float64),
+            Buffer("accumulator (low part)", (size,), np.float64),
+            Buffer("sum chunks", (3, min(CHUNK, size)), np.float64),
+            _scratch(),
+        ]
+        if spec.in_dtype.itemsize >= 8:
+            buffers.append(Buffer("overflow flags", (size,), np.bool_))
+        return buffers
 
     def _reset(self, size: int) -> None:
         self._lo[:size] = 0.0
@@ -341,7 +300,8 @@ class CompensatedMean(Accumulator):
     def _rescale(self, start: int, where: np.ndarray, hi: np.ndarray, lo: np.ndarray, x: np.ndarray) -> None:
         """Redo the sums that overflowed at ``where`` (chunk-relative) scaled by ``2**-shift``."""
         if self._scaled is None:
-            self._scaled = np.zeros(self._hi.size, bool)
+            self._scaled = self._allocate("overflow flags")
+            self._scaled[...] = False
         idx = np.flatnonzero(where) + start
         down = 2.0**-self._shift
         a, b, lo = hi * down, x * down, lo * down
@@ -397,20 +357,21 @@ class WeightedSum(Accumulator):
     within 1 unit of a float64 reference.
     """
 
-    def __init__(self, shape, count, in_dtype, out_dtype, weights, out_bits=None) -> None:
-        super().__init__(shape, count, out_dtype, out_bits)
-        if len(weights) != count:
-            raise ValueError(f"{len(weights)} weights for {count} frames")
-        self.weights = [float(w) for w in weights]
-        self.fast = self.uses_float32(in_dtype, out_dtype, self.weights)
+    def __init__(self, spec: ReduceSpec, shape: tuple[int, int, int]) -> None:
+        super().__init__(spec, shape)
+        weights = spec.weights or ()
+        if len(weights) != spec.count:
+            raise ValueError(f"{len(weights)} weights for {spec.count} frames")
+        self.out_range = sample_range(self.out_dtype, spec.out_bits)
+        self.weights = list(weights)
+        self.fast = self.uses_float32(spec.in_dtype, spec.out_dtype, self.weights)
         if self.fast:
             import cv2  # only this path needs OpenCV; importing it costs ~0.1 s
 
             self._add_weighted = cv2.addWeighted
             self._cv_32f = cv2.CV_32F
-        size = int(np.prod(self.shape, dtype=np.int64))
-        self._acc = np.zeros(size, np.float32 if self.fast else np.float64)
-        self._t = np.empty(min(CHUNK, size), np.float64)
+        self._acc = self._allocate("accumulator")
+        self._t = self._allocate("product chunk")
 
     @staticmethod
     def uses_float32(in_dtype: np.dtype, out_dtype: np.dtype, weights: Sequence[float]) -> bool:
@@ -422,9 +383,15 @@ class WeightedSum(Accumulator):
         largest = max(abs(int(info.min)), int(info.max)) * sum(abs(w) for w in weights)
         return 2 * len(weights) * largest * 2.0**-24 < 0.25
 
-    @staticmethod
-    def bytes_per_sample(in_dtype: np.dtype, count: int) -> int:
-        return 8
+    @classmethod
+    def state_buffers(cls, spec: ReduceSpec, shape: tuple[int, int, int]) -> list[Buffer]:
+        size = int(np.prod(shape, dtype=np.int64))
+        fast = cls.uses_float32(spec.in_dtype, spec.out_dtype, spec.weights or ())
+        return [
+            Buffer("accumulator", (size,), np.float32 if fast else np.float64),
+            Buffer("product chunk", (min(CHUNK, size),), np.float64),
+            _scratch(),
+        ]
 
     def _reset(self, size: int) -> None:
         self._first = True
@@ -473,6 +440,15 @@ class WeightedSum(Accumulator):
         return clipped
 
 
+def reducer_class(spec: ReduceSpec) -> type[Reducer]:
+    """The frame reducer of a mean or weighted-sum spec."""
+    if spec.weights is not None:
+        return WeightedSum
+    if spec.in_dtype.kind in "uib":
+        return IntegerMean
+    return CompensatedMean
+
+
 def make_accumulator(
     shape: tuple[int, ...],
     count: int,
@@ -480,23 +456,11 @@ def make_accumulator(
     out_dtype: np.dtype,
     weights: Sequence[float] | None = None,
     out_bits: int | None = None,
-) -> Accumulator:
+) -> Reducer:
     """Pick the accumulator for a job: exact integer mean, compensated float mean or weighted sum."""
-    in_dtype = np.dtype(in_dtype)
-    if weights is not None:
-        return WeightedSum(shape, count, in_dtype, out_dtype, weights, out_bits)
-    if in_dtype.kind in "uib":
-        return IntegerMean(shape, count, in_dtype, out_dtype, out_bits)
-    return CompensatedMean(shape, count, in_dtype, out_dtype, out_bits)
-
-
-def accumulator_bytes_per_sample(
-    in_dtype: np.dtype, count: int, weights: Sequence[float] | None, out_dtype: np.dtype
-) -> int:
-    """Accumulator bytes per sample for the job, for the planner."""
-    in_dtype = np.dtype(in_dtype)
-    if weights is not None:
-        return 4 if WeightedSum.uses_float32(in_dtype, out_dtype, weights) else 8
-    if in_dtype.kind in "uib":
-        return IntegerMean.bytes_per_sample(in_dtype, count)
-    return CompensatedMean.bytes_per_sample(in_dtype, count)
+    spec = ReduceSpec(
+        "weighted" if weights is not None else "mean", count, np.dtype(in_dtype), np.dtype(out_dtype),
+        tuple(weights) if weights is not None else None, out_bits,
+    )
+    rows, width, samples = shape
+    return reducer_class(spec)(spec, (rows, width, samples))

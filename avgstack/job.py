@@ -11,29 +11,21 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
-from .engine import ProgressCallback, Stack, clock, peak_rss, stack_inputs
-from .errors import OutputError, UsageError
-from .planning import DEFAULT_MAX_MEMORY, format_size, parse_size
-from .reading.layout import OPENCV_PHOTOMETRICS
+from .engine import Engine, ProgressCallback, clock, layout_of, peak_rss, reduce_spec
+from .options import JobOptions, default_threads
+from .planning import format_size
+from .reading import InputSpec
+from .stack import Stack, stack_inputs
 from .writing.atomic import atomic_output, check_output
-from .writing.tiff import TiffOptions, encode_scratch, needs_bigtiff, segment_rows, write_tiff
+from .writing.sinks import TiffSink, choose_sink
 
-__all__ = [
-    "FileJob", "JobPlan", "Report", "default_threads", "resolve_budget", "resolve_threads", "warn_clipped",
-]
+__all__ = ["FileJob", "JobPlan", "Report", "default_threads", "warn_clipped"]
 
 log = logging.getLogger("avgstack")
-
-_TIFF_EXTENSIONS = (".tif", ".tiff", ".btf", ".tf8")
-
-
-def default_threads() -> int:
-    """Worker threads by default: the machine's cores, at most 4."""
-    return max(1, min(4, os.cpu_count() or 1))
-
 
 @dataclass(frozen=True)
 class Report:
@@ -97,20 +89,6 @@ class Report:
         )
 
 
-def resolve_budget(max_memory: int | str | None) -> int:
-    """Bytes of the budget: ``max_memory`` parsed, or the default."""
-    return DEFAULT_MAX_MEMORY if max_memory is None else parse_size(max_memory)
-
-
-def resolve_threads(threads: int | None) -> int:
-    """Threads to use: ``threads`` checked, or the default."""
-    if threads is None:
-        return default_threads()
-    if int(threads) < 1:
-        raise UsageError(f"threads must be at least 1, got {threads}")
-    return int(threads)
-
-
 def warn_clipped(clipped: int, dtype: np.dtype) -> None:
     """Log, once, how many samples were saturated to the output range."""
     if clipped:
@@ -154,9 +132,11 @@ class JobPlan:
     threads : int
         Worker threads.
     read_bytes : int
-        Bytes the inputs occupy on disk (read once).
+        Bytes read from the inputs (whole-frame inputs are read once per pass).
     write_bytes : int
         Uncompressed size of the output pixels.
+    passes : int
+        Times each input is decoded (whole-frame inputs whose result does not fit at once).
     """
 
     inputs: tuple[str, ...]
@@ -176,6 +156,7 @@ class JobPlan:
     threads: int
     read_bytes: int
     write_bytes: int
+    passes: int = 1
 
     def lines(self) -> list[str]:
         """The plan, for people."""
@@ -188,7 +169,8 @@ class JobPlan:
                + (f", tiles {self.tile}x{self.tile}" if self.tile else ", strips")
                if self.output_format == "tiff" else "")
             + f"), {w}x{h}x{s} {self.dtype}",
-            f"bands: {self.bands} of {self.band_height} rows, {self.threads} thread(s)",
+            f"bands: {self.bands} of {self.band_height} rows, {self.threads} thread(s)"
+            + (f", {self.passes} passes decoding every input whole" if self.passes > 1 else ""),
             f"memory: {format_size(self.memory)} of pixel buffers (budget {format_size(self.budget)})",
             f"read: {format_size(self.read_bytes)}; write: {format_size(self.write_bytes)}"
             + (" before compression" if self.compression != "none" else ""),
@@ -199,121 +181,85 @@ class FileJob:
     """A stack opened, checked and planned for writing to a file.
 
     The two halves of :func:`average_to_file`, for callers that show the plan
-    before running it (the command line). Takes the same arguments; use as a
-    context manager, then :meth:`describe` and :meth:`run`.
+    before running it (the command line). Use as a context manager, then
+    :meth:`describe` and :meth:`run`.
+
+    Parameters
+    ----------
+    inputs : sequence of str, path-like or ndarray
+        The frames.
+    out : str or path-like
+        Output file.
+    options : JobOptions
+        Validated options.
     """
 
-    def __init__(self, inputs, out, weights, dtype, max_memory, compression, tile, threads) -> None:
+    def __init__(self, inputs: Sequence[InputSpec], out: str | os.PathLike[str], options: JobOptions) -> None:
         from .reading.tiff import split_page_suffix
 
         self.out = os.fspath(out)
-        self.budget = resolve_budget(max_memory)
-        threads = resolve_threads(threads)
-        self.is_tiff = self.out.lower().endswith(_TIFF_EXTENSIONS)
-        if self.is_tiff:
-            self.options = TiffOptions(compression=compression or "none", tile=tile)
-        else:
-            if compression not in (None, "none") or tile:
-                raise UsageError("--compression and --tile apply to TIFF output only")
-            from .writing import opencv as opencv_writer  # imports OpenCV only when needed
-
-            self.opencv_writer = opencv_writer
-            self.ext = opencv_writer.check_writable(self.out)
-            self.options = TiffOptions()
-        self.stack = Stack(inputs, weights, dtype)
+        self.options = options
+        self.budget = options.max_memory
+        specs = stack_inputs(inputs)
+        options.with_count(len(specs))
+        self.stack = Stack(specs, options.dtype)
         try:
             stack = self.stack
-            h, w, s = stack.shape
-            if not self.is_tiff:
-                if stack.info.photometric not in OPENCV_PHOTOMETRICS:
-                    raise OutputError(
-                        f"{self.out}: {stack.info.photometric} images can only be written as TIFF; "
-                        "use a .tif output"
-                    )
-                self.opencv_writer.check_encodable(self.out, self.ext, stack.out_dtype, s)
-            self.paths = [
-                split_page_suffix(os.fspath(i))[0] for i in stack_inputs(inputs) if not isinstance(i, np.ndarray)
-            ]
+            self.sink = choose_sink(self.out, layout_of(stack), compression=options.compression, tile=options.tile)
+            self.paths = [split_page_suffix(os.fspath(i))[0] for i in specs if not isinstance(i, np.ndarray)]
             check_output(self.out, self.paths)
-            itemsize = stack.out_dtype.itemsize
-            self.frame_bytes = h * w * s * itemsize
-            if self.is_tiff:
-                self.plan, self.threads = stack.plan(
-                    self.budget,
-                    threads=threads,
-                    output_rows=segment_rows(self.options, w, s, itemsize),
-                    output_fixed={"encoder": encode_scratch(self.options, w, s, itemsize, threads)},
-                )
-            else:
-                self.plan, self.threads = stack.plan(
-                    self.budget,
-                    threads=threads,
-                    output_band=False,
-                    output_fixed={"result": self.frame_bytes, "encoder": self.opencv_writer.encode_bytes(self.frame_bytes)},
-                )
+            self.spec = reduce_spec(stack, options.weights, options.method, **options.params)
+            self.engine = Engine(stack, self.spec, self.sink, self.budget, options.threads)
+            self.plan, self.threads = self.engine.plan, self.engine.threads
         except BaseException:
             self.stack.close()
             raise
 
     def describe(self) -> JobPlan:
         """Return the plan."""
-        stack = self.stack
+        stack, sink = self.stack, self.sink
         read = 0
         for path in self.paths:
             with contextlib.suppress(OSError):
                 read += os.path.getsize(path)
         read += sum(i.frame_bytes for i in stack.infos if i.format == "array")
+        tiff = isinstance(sink, TiffSink)
         return JobPlan(
             inputs=tuple(i.name for i in stack.infos),
             output=self.out,
             shape=stack.shape,
             description=stack.info.describe(),
             dtype=stack.out_dtype.name,
-            weighted=stack.weights is not None,
-            output_format="tiff" if self.is_tiff else self.ext.lstrip("."),
-            compression=self.options.compression if self.is_tiff else "none",
-            tile=self.options.tile if self.is_tiff else None,
-            bigtiff=self.is_tiff and needs_bigtiff(self.options, stack.shape, stack.out_dtype.itemsize),
+            weighted=self.options.weighted,
+            output_format=sink.format,
+            compression=self.options.compression if tiff else "none",
+            tile=self.options.tile if tiff else None,
+            bigtiff=tiff and sink.bigtiff,
             bands=len(self.plan.bands),
             band_height=self.plan.band_height,
             memory=self.plan.memory,
             budget=self.budget,
             threads=self.threads,
-            read_bytes=read,
-            write_bytes=self.frame_bytes,
+            read_bytes=read * self.engine.passes,
+            write_bytes=sink.layout.frame_bytes,
+            passes=self.engine.passes,
         )
 
     def run(self, progress: ProgressCallback | None = None, start: float | None = None) -> Report:
         """Process and write the output; ``start`` is the clock time the job began."""
         start = clock() if start is None else start
-        stack, plan, threads = self.stack, self.plan, self.threads
+        stack, plan, threads, engine = self.stack, self.plan, self.threads, self.engine
         log.debug(
             "averaging %d frames of %s into %s: %d bands of %d rows, %s of buffers, %d thread(s)",
             stack.count, stack.info.describe(), self.out, len(plan.bands), plan.band_height,
             format_size(plan.memory), threads,
         )
-        stats: dict = {}
-        bigtiff = False
+        target = self.sink.result(plan)
         with atomic_output(self.out) as fh:
-            if self.is_tiff:
-                bigtiff = write_tiff(
-                    fh,
-                    stack.bands(plan, threads=threads, progress=progress, stats=stats),
-                    shape=stack.shape,
-                    dtype=stack.out_dtype,
-                    options=self.options,
-                    photometric=stack.info.photometric,
-                    extrasamples=stack.extrasamples,
-                    bits=stack.out_bits,
-                    metadata=stack.info.metadata,
-                    threads=threads,
-                )
-            else:
-                result = stack.result(plan, threads=threads, progress=progress, stats=stats)
-                self.opencv_writer.write_opencv(fh, result, self.ext, self.out)
-                del result
-            written = fh.tell()
-        warn_clipped(stats["clipped"], stack.out_dtype)
+            written = self.sink.write(fh, engine.bands(target, progress), plan, threads)
+        del target
+        stats = engine.stats
+        warn_clipped(stats.clipped, stack.out_dtype)
         report = Report(
             output=self.out,
             shape=stack.shape,
@@ -321,13 +267,13 @@ class FileJob:
             frames=stack.count,
             seconds=clock() - start,
             peak_memory=peak_rss(),
-            clipped=stats["clipped"],
+            clipped=stats.clipped,
             bands=len(plan.bands),
             band_height=plan.band_height,
             planned_memory=plan.memory,
-            bytes_read=stats["bytes_read"],
-            bytes_written=written,
-            bigtiff=bigtiff,
+            bytes_read=stats.bytes_read,
+            bytes_written=written.nbytes,
+            bigtiff=written.bigtiff,
             threads=threads,
         )
         log.info("%s", report.summary())
@@ -342,4 +288,3 @@ class FileJob:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

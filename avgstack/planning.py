@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping, Sequence
 
+from .buffers import Buffer, breakdown, opaque, total
 from .errors import BudgetError, UsageError
 from .windows import Band, cover
 
-__all__ = ["Plan", "plan_bands", "parse_size", "format_size", "DEFAULT_MAX_MEMORY"]
+__all__ = ["Plan", "plan_bands", "plan_declared", "parse_size", "format_size", "DEFAULT_MAX_MEMORY"]
 
 #: Default budget for pixel buffers: enough for tall bands on large images,
 #: small enough for a shared server or a laptop.
@@ -83,15 +84,80 @@ class Plan:
     bands : tuple of Band
         Consecutive bands covering every row exactly once.
     memory : int
-        Bytes of pixel buffers the plan allocates at most.
+        Bytes of buffers the plan allocates at most.
     breakdown : dict
         Bytes per named buffer at ``band_height``.
+    buffers : tuple of Buffer
+        The declarations at ``band_height``, which the executor allocates.
     """
 
     band_height: int
     bands: tuple[Band, ...]
     memory: int
     breakdown: Mapping[str, int] = field(default_factory=dict)
+    buffers: tuple[Buffer, ...] = ()
+
+
+def plan_declared(
+    height: int,
+    *,
+    budget: int,
+    declare: Callable[[int], Sequence[Buffer]],
+    align: int = 1,
+    prefer_align: int = 1,
+    max_rows: int | None = None,
+    what: str = "this stack",
+) -> Plan:
+    """Choose the tallest band whose declared buffers fit ``budget``.
+
+    ``declare(rows)`` returns every buffer a band of ``rows`` rows needs; its
+    total must not decrease as ``rows`` grows. The other parameters are those
+    of :func:`plan_bands`.
+
+    Raises
+    ------
+    BudgetError
+        If not even one aligned band fits the budget.
+    """
+    if align <= 0 or prefer_align <= 0:
+        raise ValueError("alignment must be positive")
+
+    def cost(rows: int) -> int:
+        return total(declare(rows))
+
+    # the tallest band that fits, by bisection over a monotone cost
+    lo, hi = 0, height
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cost(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    rows = lo
+    lcm = math.lcm(align, prefer_align)
+    if max_rows is not None:
+        # the cap is a preference: never below one aligned band, nor below the preferred alignment if it fits
+        rows = min(rows, max(max_rows, align, lcm if lcm <= rows else 1))
+    rows = min(rows, height)
+    step = lcm if rows >= lcm or rows >= height else align
+    band_height = height if rows >= height else (rows // step) * step
+    if band_height <= 0:
+        least = min(align, height)
+        fixed, at_least = cost(0), cost(least)
+        raise BudgetError(
+            f"{what} needs at least {format_size(at_least)} of memory "
+            f"({format_size(fixed)} fixed + {format_size((at_least - fixed) / least)} per row, "
+            f"{least} rows at least) but the budget is {format_size(budget)}; "
+            "raise max_memory (--max-memory), or use tiled or striped TIFF inputs and output"
+        )
+    buffers = tuple(declare(band_height))
+    return Plan(
+        band_height=band_height,
+        bands=tuple(cover(height, band_height)),
+        memory=total(buffers),
+        breakdown=breakdown(buffers),
+        buffers=buffers,
+    )
 
 
 def plan_bands(
@@ -133,34 +199,12 @@ def plan_bands(
     BudgetError
         If not even one aligned band fits the budget.
     """
-    fixed = dict(fixed or {})
-    per_row = dict(per_row)
-    if align <= 0 or prefer_align <= 0:
-        raise ValueError("alignment must be positive")
-    row_bytes = sum(per_row.values())
-    fixed_bytes = sum(fixed.values())
-    room = budget - fixed_bytes
-    rows = (room // row_bytes if row_bytes else height) if room >= 0 else 0
-    lcm = math.lcm(align, prefer_align)
-    if max_rows is not None:
-        # the cap is a preference: never below one aligned band, nor below the preferred alignment if it fits
-        rows = min(rows, max(max_rows, align, lcm if lcm <= rows else 1))
-    rows = min(rows, height)
-    step = lcm if rows >= lcm or rows >= height else align
-    band_height = height if rows >= height else (rows // step) * step
-    if band_height <= 0:
-        need = fixed_bytes + row_bytes * min(align, height)
-        raise BudgetError(
-            f"{what} needs at least {format_size(need)} of memory "
-            f"({format_size(fixed_bytes)} fixed + {format_size(row_bytes)} per row, "
-            f"{min(align, height)} rows at least) but the budget is {format_size(budget)}; "
-            "raise --max-memory, or use tiled or striped TIFF inputs and output"
-        )
-    breakdown = {name: nbytes * band_height for name, nbytes in per_row.items()}
-    breakdown.update(fixed)
-    return Plan(
-        band_height=band_height,
-        bands=tuple(cover(height, band_height)),
-        memory=fixed_bytes + row_bytes * band_height,
-        breakdown=breakdown,
+    fixed_buffers = [opaque(name, n) for name, n in (fixed or {}).items()]
+
+    def declare(rows: int) -> list[Buffer]:
+        return [*(opaque(name, n * rows) for name, n in per_row.items()), *fixed_buffers]
+
+    return plan_declared(
+        height, budget=budget, declare=declare, align=align, prefer_align=prefer_align,
+        max_rows=max_rows, what=what,
     )

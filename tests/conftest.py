@@ -188,20 +188,30 @@ def assert_same_bits(result: np.ndarray, expected: np.ndarray) -> None:
         )
 
 
-def budget_for_bands(inputs, out, minimum_bands=3, **options) -> str:
-    """The largest of a few budgets under which ``average_to_file`` plans at least ``minimum_bands`` bands.
+def budget_for_bands(inputs, out, minimum_bands=3, **options) -> int:
+    """A budget (bytes) under which ``average_to_file`` plans at least ``minimum_bands`` bands.
 
-    Asks avgstack's own planner (``plan_to_file``, headers only) so that tests
-    can force several bands without copying the sizes of its buffers.
+    Asks avgstack's own planner (``plan_to_file``, headers only) for the
+    smallest budget it accepts, where bands are shortest, so that tests can
+    force several bands without copying the sizes of its buffers.
     """
-    for mib in (16, 8, 6, 4, 3, 2.5, 2.25, 2.2, 2.15, 2.125, 2.1, 2.0625):
+    def fits(budget: int):
         try:
-            plan = avgstack.plan_to_file(inputs, out, max_memory=f"{mib}MiB", **options)
+            return avgstack.plan_to_file(inputs, out, max_memory=budget, **options)
         except avgstack.BudgetError:
-            break
-        if plan.bands >= minimum_bands:
-            return f"{mib}MiB"
-    pytest.fail("no budget gives several bands; the images are too small for this test")
+            return None
+
+    lo, hi = 1, 2**32
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(mid) is None:
+            lo = mid + 1
+        else:
+            hi = mid
+    plan = fits(lo)
+    if plan is None or plan.bands < minimum_bands:
+        pytest.fail("no budget gives several bands; the images are too small for this test")
+    return lo
 
 
 # -- running the command line ---------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Sequence
 from ..job import FileJob
 from ..engine import clock
 from ..errors import AvgstackError
+from ..options import JobOptions
 from .batch import is_up_to_date, load_batch
 from .inputs import expand_inputs
 from .logs import setup_logging
@@ -37,16 +38,7 @@ EXIT_SIGTERM = 143
 def _run_job(output: str, inputs: list[str], options: dict, *, dry_run: bool, bar: bool, label: str) -> int:
     """Run (or plan) one job; errors propagate as AvgstackError."""
     start = clock()
-    with FileJob(
-        inputs,
-        output,
-        options.get("weights"),
-        dtype=options.get("dtype"),
-        max_memory=options.get("max_memory"),
-        compression=options.get("compression"),
-        tile=options.get("tile"),
-        threads=options.get("threads"),
-    ) as job:
+    with FileJob(inputs, output, JobOptions.from_mapping(options)) as job:
         plan = job.describe()
         if dry_run:
             print("\n".join(plan.lines()))

@@ -1,0 +1,156 @@
+"""A stack of inputs opened from their headers and checked against each other.
+
+:class:`Stack` owns every open input (one :class:`contextlib.ExitStack`) and
+knows what the stack is: shape, sample type, colour meaning, and the picklable
+descriptions (:class:`~avgstack.tasks.InputRef`) from which any worker reopens
+the inputs. It neither plans nor computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import IncompatibleInputsError, UsageError
+from .reading import ALPHA_KINDS, FilePool, ImageInfo, InputSpec, Source, open_source
+from .tasks import InputRef
+
+__all__ = ["Stack", "stack_inputs", "check_compatible"]
+
+
+def stack_inputs(inputs: Sequence[InputSpec] | InputSpec) -> list[InputSpec]:
+    """Inputs as a list (a single path or array is a stack of one)."""
+    if isinstance(inputs, (str, os.PathLike, np.ndarray)):
+        return [inputs]
+    if isinstance(inputs, (bytes, int, float)) or inputs is None:
+        raise UsageError(f"inputs must be paths or numpy arrays, got {type(inputs).__name__}")
+    try:
+        return list(inputs)
+    except TypeError:
+        raise UsageError(f"inputs must be paths or numpy arrays, got {type(inputs).__name__}") from None
+
+
+def _alpha_name(code: int) -> str:
+    return ALPHA_KINDS.get(code, str(code))
+
+
+def check_compatible(infos: Sequence[ImageInfo]) -> None:
+    """Refuse inputs that disagree, naming the first odd one.
+
+    Shape, sample type and colour are compared with the first input; alpha
+    kinds (associated vs unassociated) are compared across every input that
+    states one, so ``[unspecified, associated, unassociated]`` is refused too.
+    """
+    first = infos[0]
+    stated: dict[int, ImageInfo] = {}  # first input stating an alpha kind, per extra sample
+    for info in infos:
+        if info is not first:
+            if info.shape != first.shape:
+                raise IncompatibleInputsError(
+                    f"{info.name}: is {info.width}x{info.height} with {info.samples} channel(s), "
+                    f"expected {first.width}x{first.height} with {first.samples} like {first.name}"
+                )
+            if info.dtype != first.dtype or info.bits != first.bits:
+                raise IncompatibleInputsError(
+                    f"{info.name}: has {info.describe()} samples, expected {first.describe()} like {first.name}"
+                )
+            if info.photometric != first.photometric:
+                raise IncompatibleInputsError(
+                    f"{info.name}: colour is {info.photometric}, expected {first.photometric} like {first.name}"
+                )
+            o1, o2 = info.metadata.get("orientation", 1), first.metadata.get("orientation", 1)
+            if o1 != o2:
+                raise IncompatibleInputsError(
+                    f"{info.name}: orientation tag is {o1}, expected {o2} like {first.name}"
+                )
+        for k, code in enumerate(info.extrasamples):
+            if not code:
+                continue
+            earlier = stated.setdefault(k, info)
+            theirs = earlier.extrasamples[k]
+            if theirs != code:
+                raise IncompatibleInputsError(
+                    f"{info.name}: has {_alpha_name(code)}, expected {_alpha_name(theirs)} like {earlier.name}"
+                )
+
+
+class Stack:
+    """A stack of inputs opened from their headers, ready to be planned and reduced.
+
+    Use as a context manager; every source and descriptor is released on exit.
+
+    Parameters
+    ----------
+    inputs : sequence of str, path-like or ndarray
+        The frames. Arrays are in OpenCV's layout.
+    dtype : numpy dtype, optional
+        Output sample type; defaults to the inputs'.
+    """
+
+    def __init__(self, inputs: Sequence[InputSpec], dtype: np.dtype | None = None) -> None:
+        specs = stack_inputs(inputs)
+        if not specs:
+            raise UsageError("no inputs given")
+        self._exit = contextlib.ExitStack()
+        self.pool = self._exit.enter_context(FilePool())
+        try:
+            self.sources: list[Source] = []
+            for i, spec in enumerate(specs):
+                self.sources.append(self._exit.enter_context(open_source(spec, self.pool, i)))
+            self.infos = [s.info for s in self.sources]
+            check_compatible(self.infos)
+        except BaseException:
+            self._exit.close()
+            raise
+        first = self.infos[0]
+        # colour meaning comes from the first input that states it (TIFF over PNG and arrays)
+        described = next((i for i in self.infos if i.format == "tiff"), first)
+        self.info = described
+        self.in_dtype = first.dtype
+        self.out_dtype = np.dtype(dtype) if dtype is not None else first.dtype
+        self.out_bits = first.bits if self.out_dtype == first.dtype else None
+        self.extrasamples = tuple(
+            max((i.extrasamples[k] if k < len(i.extrasamples) else 0) for i in self.infos)
+            for k in range(len(described.extrasamples))
+        )
+        self.shape = first.shape
+        self.streamable = all(i.streamable for i in self.infos)
+        self.refs = tuple(InputRef.of(spec, i) for i, spec in enumerate(specs))
+
+    def close(self) -> None:
+        """Release every input."""
+        self._exit.close()
+
+    def __enter__(self) -> "Stack":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def count(self) -> int:
+        """Number of frames."""
+        return len(self.sources)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """What the output TIFF carries over (from the input that describes the stack)."""
+        return self.info.metadata
+
+    def segment_rows(self) -> int:
+        """Rows that bands (and their per-thread parts) should be multiples of, so no strip or tile is decoded twice."""
+        height = self.shape[0]
+        rows = 1
+        for info in self.infos:
+            rows = math.lcm(rows, info.segment_height)
+            if rows > height:
+                return max(i.segment_height for i in self.infos)
+        return rows
+
+    def scratch_bytes(self) -> int:
+        """Decode scratch one band read needs at most, over every input."""
+        return max(i.scratch_bytes for i in self.infos)
