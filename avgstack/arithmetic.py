@@ -59,8 +59,8 @@ def sample_range(dtype: np.dtype, bits: int | None = None) -> tuple[float, float
         if bits is not None and dtype.kind == "u" and bits < info.bits:
             return 0.0, float(2**bits - 1)
         return float(info.min), float(info.max)
-    info = np.finfo(dtype)
-    return float(info.min), float(info.max)
+    finfo = np.finfo(dtype)
+    return float(finfo.min), float(finfo.max)
 
 
 def _chunks(n: int) -> range:

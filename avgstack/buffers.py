@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class Buffer:
 
     name: str
     shape: tuple[int, ...]
-    dtype: np.dtype = np.dtype(np.uint8)
+    dtype: Any = np.dtype(np.uint8)  # anything np.dtype() takes; stored as a numpy dtype
     copies: int = 1
     owned: bool = True
 

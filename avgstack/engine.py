@@ -11,6 +11,7 @@ from the same declarations.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Iterator
 
@@ -101,6 +102,18 @@ def plan(stack: Stack, spec: ReduceSpec, sink: Sink, budget: int, threads: int) 
         first = attempt(1)
     except BudgetError as err:
         raise _explain(stack, budget, err) from None
+    if not stack.streamable:
+        # every pass decodes every frame again: pick the thread count with the least decoding per thread
+        best, best_n, best_cost = first, 1, len(first.bands) * stack.count
+        for n in range(2, min(threads, stack.count) + 1):
+            try:
+                candidate = attempt(n)
+            except BudgetError:
+                break
+            cost = len(candidate.bands) * math.ceil(stack.count / n)
+            if cost < best_cost:
+                best, best_n, best_cost = candidate, n, cost
+        return best, best_n
     # the most threads that fit: more threads never need less memory, so bisect
     lo, hi, best = 1, max(1, threads), first
     while lo < hi:
@@ -117,18 +130,19 @@ def plan(stack: Stack, spec: ReduceSpec, sink: Sink, budget: int, threads: int) 
 
 
 def _explain(stack: Stack, budget: int, err: BudgetError) -> BudgetError:
+    if not stack.streamable:
+        whole = next(i for i in stack.infos if not i.streamable)
+        return BudgetError(
+            f"{whole.name}: {whole.format.upper()} images are decoded whole, one frame at a time, and "
+            f"{err.needed_text} are needed for this stack but the budget is {format_size(budget)}; "
+            "raise max_memory (--max-memory), or convert the stack to tiled or striped TIFF, which streams in bands"
+        )
     worst = max(stack.infos, key=lambda i: i.scratch_bytes)
     if worst.scratch_bytes > budget // 2:
         return BudgetError(
             f"{worst.name}: one strip or tile decodes to {format_size(worst.scratch_bytes)}, "
             f"more than the budget of {format_size(budget)} allows; raise max_memory (--max-memory) "
             "or re-save it tiled (e.g. 256x256 tiles)"
-        )
-    if not stack.streamable:
-        name = next(i.name for i in stack.infos if not i.streamable)
-        return BudgetError(
-            f"{err}. {name} and other non-TIFF inputs are decoded whole, one frame at a time; "
-            "a tiled or striped TIFF stack streams in bands"
         )
     return err
 

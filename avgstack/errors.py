@@ -59,6 +59,8 @@ class BudgetError(AvgstackError):
     """The job cannot be done within the memory budget."""
 
     exit_code = 2
+    #: How much memory the job needs, for messages ("at least 26.9 MiB").
+    needed_text: str = "more memory"
 
 
 class ProcessingError(AvgstackError):

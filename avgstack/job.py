@@ -234,7 +234,7 @@ class FileJob:
             output_format=sink.format,
             compression=self.options.compression if tiff else "none",
             tile=self.options.tile if tiff else None,
-            bigtiff=tiff and sink.bigtiff,
+            bigtiff=isinstance(sink, TiffSink) and sink.bigtiff,
             bands=len(self.plan.bands),
             band_height=self.plan.band_height,
             memory=self.plan.memory,

@@ -144,12 +144,14 @@ def plan_declared(
     if band_height <= 0:
         least = min(align, height)
         fixed, at_least = cost(0), cost(least)
-        raise BudgetError(
+        error = BudgetError(
             f"{what} needs at least {format_size(at_least)} of memory "
             f"({format_size(fixed)} fixed + {format_size((at_least - fixed) / least)} per row, "
             f"{least} rows at least) but the budget is {format_size(budget)}; "
             "raise max_memory (--max-memory), or use tiled or striped TIFF inputs and output"
         )
+        error.needed_text = f"at least {format_size(at_least)}"
+        raise error
     buffers = tuple(declare(band_height))
     return Plan(
         band_height=band_height,

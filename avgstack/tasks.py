@@ -65,7 +65,9 @@ class InputRef:
         """Open the input from its headers (a :class:`~avgstack.reading.Source`)."""
         from .reading import open_source
 
-        return open_source(self.array if self.array is not None else self.path, pool, self.index)
+        spec = self.array if self.array is not None else self.path
+        assert spec is not None
+        return open_source(spec, pool, self.index)
 
 
 @dataclass(frozen=True)
@@ -223,10 +225,12 @@ class Workspace:
         depth = len(self.frames)
         pending: deque[Future] = deque()
 
+        def decode(source: Any, frame: np.ndarray) -> tuple[np.ndarray, int]:
+            return frame, source.read_band(whole, frame)
+
         def submit(i: int) -> None:
-            frame = self.frames[i % depth]
             assert self.pool is not None
-            pending.append(self.pool.submit(lambda s=self.sources[i], f=frame: (f, s.read_band(whole, f))))
+            pending.append(self.pool.submit(decode, self.sources[i], self.frames[i % depth]))
 
         for i in range(min(depth, len(self.sources))):
             submit(i)

@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import InputError, UnsupportedInputError
 from ..windows import Band
 from .base import Source
-from .layout import info_for_opencv_layout, swap_red_blue
+from .layout import info_for_opencv_layout
 
 __all__ = ["ArraySource"]
 
@@ -33,5 +33,10 @@ class ArraySource(Source):
 
     def read_band(self, band: Band, out: np.ndarray) -> int:
         rows = self.array[band.toslice()]
-        out[...] = swap_red_blue(rows)
+        if rows.shape[2] in (3, 4):  # BGR(A) to RGB(A), channel by channel: no temporary
+            out[..., 0], out[..., 1], out[..., 2] = rows[..., 2], rows[..., 1], rows[..., 0]
+            if rows.shape[2] == 4:
+                out[..., 3] = rows[..., 3]
+        else:
+            out[...] = rows
         return rows.nbytes

@@ -10,7 +10,7 @@ import numpy as np
 
 from .base import ImageInfo
 
-__all__ = ["swap_red_blue", "to_opencv_layout", "info_for_opencv_layout", "OPENCV_PHOTOMETRICS"]
+__all__ = ["swap_red_blue", "to_opencv_layout", "info_for_opencv_layout", "decode_scratch", "OPENCV_PHOTOMETRICS"]
 
 #: Colour meanings OpenCV's layout can express: gray and BGR(A).
 OPENCV_PHOTOMETRICS = ("minisblack", "rgb")
@@ -31,8 +31,9 @@ def swap_red_blue(array: np.ndarray, *, inplace: bool = False) -> np.ndarray:
     if not inplace:
         order = [2, 1, 0] + ([3] if array.shape[2] == 4 else [])
         return array[..., order]
-    for start in range(0, array.shape[0], 256):  # bounded temporary
-        rows = array[start : start + 256]
+    step = max(1, 2**20 // max(1, array.shape[1] * array.itemsize))  # a temporary of at most 1 MiB
+    for start in range(0, array.shape[0], step):
+        rows = array[start : start + step]
         blue = rows[..., 0].copy()
         rows[..., 0] = rows[..., 2]
         rows[..., 2] = blue
@@ -48,6 +49,21 @@ def to_opencv_layout(image: np.ndarray, photometric: str) -> np.ndarray:
     if photometric == "rgb":
         swap_red_blue(image, inplace=True)
     return image[:, :, 0] if image.shape[2] == 1 else image
+
+
+#: Working memory of ``cv2.imread`` into a given frame buffer, beyond that buffer, as a multiple of the
+#: frame's bytes, measured with ru_maxrss (OpenCV 5.0): WebP and Radiance HDR decode into a frame of their
+#: own first, PFM converts through float copies, GIF keeps a canvas, OpenJPEG works in 32-bit planes.
+_DECODE_FACTOR = {"webp": 1.05, "hdr": 1.05, "pfm": 2.1, "gif": 3.2, "jp2": 4.5, "j2k": 4.5, "exr": 3.0}
+#: Row buffers, tables and inflate/IDCT state of every decoder, whatever the frame size.
+_DECODE_BASE = 2 * 2**20
+
+
+def decode_scratch(fmt: str, frame_bytes: int) -> int:
+    """Bytes a whole-frame decoder of format ``fmt`` needs beyond the frame it decodes into."""
+    if fmt == "array":
+        return 0
+    return _DECODE_BASE + int(_DECODE_FACTOR.get(fmt, 0.0) * frame_bytes)
 
 
 def info_for_opencv_layout(
@@ -67,5 +83,6 @@ def info_for_opencv_layout(
         format=fmt,
         streamable=streamable,
         segment_height=1,
+        scratch_bytes=decode_scratch(fmt, height * width * channels * np.dtype(dtype).itemsize),
         metadata={"extratags": []},
     )

@@ -91,7 +91,8 @@ class Reducer(ABC):
 
     def __init__(self, spec: ReduceSpec, shape: tuple[int, int, int]) -> None:
         self.spec = spec
-        self.shape = tuple(int(n) for n in shape)
+        rows, width, samples = (int(n) for n in shape)
+        self.shape: tuple[int, int, int] = (rows, width, samples)
         self.count = spec.count
         self.out_dtype = spec.out_dtype
         self._rows = self.shape[0]
