@@ -94,7 +94,7 @@ class _Source:
 
     def read_at(self, offset: int, size: int) -> bytes:
         """Return up to ``size`` bytes from ``offset`` (fewer at the end of the file)."""
-        if offset + size <= len(self.head) or self.complete:
+        if offset + size <= len(self.head) or self.complete or self._f is None:
             return self.head[offset : offset + size]
         self._f.seek(offset)
         return self._f.read(size)
