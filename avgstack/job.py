@@ -305,7 +305,7 @@ class FileJob:
                     photometric=stack.info.photometric,
                     extrasamples=stack.extrasamples,
                     bits=stack.out_bits,
-                    metadata=stack.info.metadata,
+                    metadata=next(s for s in stack.sources if s.info is stack.info).carried_metadata(),
                     threads=threads,
                 )
             else:
