@@ -73,13 +73,13 @@ def verify_png_data(path: str) -> None:
         needed = runs[-1][0] + runs[-1][1] * runs[-1][2] if runs else 0
         inflate = zlib.decompressobj()
         produced, pos, seen_idat = 0, 33, False
-        while produced < needed:
+        while True:  # every IDAT: libpng warns on stderr about data beyond the image, too
             f.seek(pos)
             chunk = f.read(8)
             if len(chunk) < 8:
                 raise HeaderError("PNG pixel data is truncated")
             length, kind = struct.unpack(">I4s", chunk)
-            if kind == b"IEND" or (seen_idat and kind != b"IDAT"):
+            if kind == b"IEND" or (seen_idat and kind != b"IDAT") or (inflate.eof and produced >= needed):
                 break
             if kind == b"IDAT":
                 seen_idat = True
@@ -92,6 +92,8 @@ def verify_png_data(path: str) -> None:
                     left -= len(data)
                     crc = zlib.crc32(data, crc)
                     produced = _inflate(inflate, data, produced, runs)
+                    if produced > needed:
+                        raise HeaderError("PNG pixel data is corrupt (more image data than its header says)")
                 stored = f.read(4)
                 if len(stored) < 4 or struct.unpack(">I", stored)[0] != crc:
                     raise HeaderError("PNG pixel data is corrupt (IDAT CRC error)")
