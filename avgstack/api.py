@@ -72,7 +72,7 @@ def average(
     options = JobOptions.create(weights, dtype=dtype, max_memory=max_memory, threads=threads)
     specs = stack_inputs(inputs)
     options.with_count(len(specs))
-    with Stack(specs, options.dtype) as stack:
+    with Stack(specs, options.dtype, options.max_memory) as stack:
         sink = ArraySink(layout_of(stack))
         engine = Engine(stack, reduce_spec(stack, options.weights), sink, options.max_memory, options.threads)
         plan = engine.plan

@@ -52,7 +52,8 @@ def reduce_spec(stack: Stack, weights: tuple[float, ...] | None, method: str = "
 def layout_of(stack: Stack) -> Layout:
     """What a sink receives from ``stack``."""
     return Layout(
-        stack.shape, stack.out_dtype, stack.info.photometric, stack.extrasamples, stack.out_bits, stack.metadata
+        stack.shape, stack.out_dtype, stack.info.photometric, stack.extrasamples, stack.out_bits,
+        stack.carried_metadata,
     )
 
 

@@ -202,7 +202,7 @@ class FileJob:
         self.budget = options.max_memory
         specs = stack_inputs(inputs)
         options.with_count(len(specs))
-        self.stack = Stack(specs, options.dtype)
+        self.stack = Stack(specs, options.dtype, options.max_memory)
         try:
             stack = self.stack
             self.sink = choose_sink(self.out, layout_of(stack), compression=options.compression, tile=options.tile)

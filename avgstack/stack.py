@@ -89,9 +89,13 @@ class Stack:
         The frames. Arrays are in OpenCV's layout.
     dtype : numpy dtype, optional
         Output sample type; defaults to the inputs'.
+    budget : int, optional
+        The job's memory budget: inputs whose tables alone would exceed it are refused while opening.
     """
 
-    def __init__(self, inputs: Sequence[InputSpec], dtype: np.dtype | None = None) -> None:
+    def __init__(
+        self, inputs: Sequence[InputSpec], dtype: np.dtype | None = None, budget: int | None = None
+    ) -> None:
         specs = stack_inputs(inputs)
         if not specs:
             raise UsageError("no inputs given")
@@ -100,7 +104,7 @@ class Stack:
         try:
             self.sources: list[Source] = []
             for i, spec in enumerate(specs):
-                self.sources.append(self._exit.enter_context(open_source(spec, self.pool, i)))
+                self.sources.append(self._exit.enter_context(open_source(spec, self.pool, i, budget=budget)))
             self.infos = [s.info for s in self.sources]
             check_compatible(self.infos)
         except BaseException:
@@ -136,10 +140,10 @@ class Stack:
         """Number of frames."""
         return len(self.sources)
 
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """What the output TIFF carries over (from the input that describes the stack)."""
-        return self.info.metadata
+    def carried_metadata(self) -> dict[str, Any]:
+        """What the output TIFF carries over (ICC profile, resolution, tags), loaded from the one input
+        that describes the stack, when asked."""
+        return next(s for s in self.sources if s.info is self.info).carried_metadata()
 
     def segment_rows(self) -> int:
         """Rows that bands (and their per-thread parts) should be multiples of, so no strip or tile is decoded twice."""

@@ -261,6 +261,48 @@ def riff(kind: bytes, payload: bytes, riff_size: int = 64, chunk_size: int = 32)
     head = b"RIFF" + struct.pack("<I", riff_size) + b"WEBP" + kind + struct.pack("<I", chunk_size)
     return head + payload.ljust(52, b"\x00")
 
+
+# ---------------------------------------------------------------- GIF, Sun raster, JPEG 2000 builders
+
+
+def gif_pixels(count: int) -> bytes:
+    """LZW data (minimum code size 2) for ``count`` pixels of colour 0, in sub-blocks."""
+    codes = []
+    for i in range(0, count, 2):
+        codes += [4] + [0] * min(2, count - i)  # clear before the table grows past 3-bit codes
+    codes.append(5)
+    bits = sum(c << (3 * i) for i, c in enumerate(codes))
+    data = bits.to_bytes((3 * len(codes) + 7) // 8, "little")
+    blocks = b"".join(bytes([len(data[i : i + 255])]) + data[i : i + 255] for i in range(0, len(data), 255))
+    return b"\x02" + blocks + b"\x00"
+
+
+def gif(width=5, height=3, frames=((0, 0, 5, 3, None),), table=True, version=b"89a", background=0, extra=b""):
+    """A GIF of zeros; each frame is (left, top, width, height, transparent flag or None for no control block)."""
+    flags = 0xF1 if table else 0x70
+    out = b"GIF" + version + struct.pack("<HHBBB", width, height, flags, background, 0)
+    out += bytes([0, 0, 0, 255, 255, 255, 9, 9, 9, 200, 0, 0]) if table else b""
+    out += extra
+    for left, top, w, h, transparent in frames:
+        if transparent is not None:
+            out += b"\x21\xf9\x04" + bytes([int(transparent)]) + b"\x0a\x00\x00\x00"
+        out += b"\x2c" + struct.pack("<HHHHB", left, top, w, h, 0) + gif_pixels(w * h)
+    return out + b"\x3b"
+
+
+def ras(bpp=8, width=5, height=3, kind=1, maptype=0, colours=b""):
+    row = -(-width * bpp // 8)
+    row += row % 2
+    head = struct.pack(">4s7i", b"\x59\xa6\x6a\x95", width, height, bpp, row * height, kind, maptype, len(colours))
+    return head + colours + bytes(row * height)
+
+
+def jpeg2k(image: np.ndarray, codecformat: str) -> bytes:
+    import imagecodecs
+
+    return imagecodecs.jpeg2k_encode(image, codecformat=codecformat)
+
+
 # ---------------------------------------------------------------- cases OpenCV reads
 
 Make = Callable[[Path], bytes]
@@ -445,6 +487,32 @@ READABLE = [
     case("hdr-extra-lines", "hdr", hdr(b"# made by hand\nEXPOSURE=2.0\n" + HDR_FORMAT + b"GAMMA=1\n")),
     case("hdr-long-line", "hdr", hdr(b"SOFTWARE=" + b"x" * 300 + b"\n" + HDR_FORMAT)),
     case("hdr-resolution-spacing", "hdr", hdr(HDR_FORMAT, b"-Y   3  +X\t5\n")),
+    # GIF
+    case("gif-bgr-cv2", "gif", lambda t: encode(".gif", BGR8)),
+    case("gif-bgra-cv2", "gif", lambda t: encode(".gif", BGRA8)),
+    case("gif-animated-cv2", "gif", lambda t: animation(".gif", 3, t)),
+    case("gif-no-control-block", "gif", gif()),
+    case("gif87a", "gif", gif(version=b"87a")),
+    case("gif-transparent", "gif", gif(frames=((0, 0, 5, 3, True),))),
+    case("gif-frame-smaller-than-screen", "gif", gif(9, 7, ((2, 1, 5, 3, False),))),
+    case("gif-last-control-block-decides", "gif", gif(frames=((0, 0, 5, 3, False), (0, 0, 5, 3, True)))),
+    case("gif-last-control-block-opaque", "gif", gif(frames=((0, 0, 5, 3, True), (0, 0, 5, 3, False)))),
+    case("gif-no-colour-table", "gif", gif(table=False)),
+    case("gif-comment-and-app-blocks", "gif", gif(extra=b"\x21\xfe\x03abc\x00\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00")),
+    # Sun raster
+    case("ras-gray-cv2", "ras", lambda t: encode(".ras", GRAY8)),
+    case("ras-bgr-cv2", "ras", lambda t: encode(".ras", BGR8)),
+    case("ras-bgra-cv2-is-bgr", "ras", lambda t: encode(".ras", BGRA8)),
+    case("ras-1bit", "ras", ras(1)),
+    case("ras-8bit-gray-map", "ras", ras(8, maptype=1, colours=bytes(range(4)) * 3)),
+    case("ras-8bit-colour-map", "ras", ras(8, maptype=1, colours=bytes([1, 2, 3, 4, 5, 6]))),
+    case("ras-1bit-colour-map", "ras", ras(1, maptype=1, colours=bytes([0, 9, 0, 9, 0, 8]))),
+    case("ras-24bit-old", "ras", ras(24, kind=0)),
+    case("ras-32bit", "ras", ras(32)),
+    # JPEG 2000 (written by imagecodecs: this OpenCV cannot write images this small)
+    *[case(f"{f}-{n}", f, functools.partial(lambda t, a, f: jpeg2k(a, f), a=a, f=f))
+      for f in ("jp2", "j2k") for n, a in (("gray8", GRAY8), ("rgb8", BGR8), ("rgba8", BGRA8), ("gray16", GRAY16), ("rgb16", BGR16))],
+    case("jp2-cv2", "jp2", lambda t: encode(".jp2", RNG.integers(0, 256, (64, 80, 3), dtype=np.uint8))),
 ]
 
 
@@ -530,6 +598,11 @@ UNSUPPORTED = [
     pytest.param(hdr(HDR_FORMAT, b"+Y 3 +X 5\n"), id="hdr-bottom-up"),
     pytest.param(hdr(HDR_FORMAT, b"-Y 3 -X 5\n"), id="hdr-right-to-left"),
     pytest.param(png(width=1_000_001, height=1), id="png-width-over-libpng-limit"),
+    pytest.param(ras(8, kind=2), id="ras-byte-encoded-refused-by-opencv"),
+    pytest.param(ras(16), id="ras-16bit"),
+    pytest.param(ras(8, maptype=2, colours=bytes(6)), id="ras-raw-map"),
+    pytest.param(jpeg2k(np.dstack([GRAY8, GRAY8]), "jp2"), id="jp2-two-components"),
+    pytest.param(jpeg2k(GRAY8.astype(np.int8), "j2k"), id="j2k-signed"),
 ]
 
 
@@ -541,10 +614,10 @@ def test_unsupported_variants_give_none(tmp_path, data):
 
 
 def test_formats_read_elsewhere_give_none(tmp_path):
-    for ext, image in ((".tif", BGR16), (".gif", BGR8), (".ras", BGR8), (".avif", BGR8)):
+    for ext, image in ((".tif", BGR16), (".avif", BGR8)):
         path = write(tmp_path, "image" + ext, encode(ext, image))
         assert cv2_header(path) is not None
-        assert sniff_format(path.read_bytes()) == {".tif": "tiff", ".gif": "gif", ".ras": "ras", ".avif": "avif"}[ext]
+        assert sniff_format(path.read_bytes()) == {".tif": "tiff", ".avif": "avif"}[ext]
         assert probe_header(path) is None
     exr = write(tmp_path, "image.exr", b"v/1\x01\x02\x00\x00\x00channels\x00chlist\x00" + bytes(64))
     assert cv2_header(exr) is None  # this OpenCV build has no OpenEXR
@@ -667,6 +740,18 @@ INVALID = [
     pytest.param(b"#?RADIANCE\n" + HDR_FORMAT + b"\n", id="hdr-cut-before-resolution"),
     pytest.param(hdr(HDR_FORMAT, b"-Y 0 +X 5\n"), id="hdr-height-0"),
     pytest.param(hdr(HDR_FORMAT, b"-Y 3 +X -5\n"), id="hdr-width-negative"),
+    pytest.param(gif()[:11], id="gif-cut-in-screen"),
+    pytest.param(gif(width=0), id="gif-width-0"),
+    pytest.param(gif()[:-1], id="gif-no-trailer"),
+    pytest.param(gif(extra=b"\x99"), id="gif-unknown-block"),
+    pytest.param(gif(frames=((1, 0, 5, 3, None),)), id="gif-frame-outside-screen"),
+    pytest.param(gif(background=4), id="gif-background-outside-table"),
+    pytest.param(gif(frames=()), id="gif-no-image"),
+    pytest.param(ras()[:20], id="ras-cut"),
+    pytest.param(ras(width=0), id="ras-width-0"),
+    pytest.param(ras(8, maptype=1, colours=bytes(6))[:34], id="ras-map-cut"),
+    pytest.param(jpeg2k(GRAY8, "j2k")[:30], id="j2k-siz-cut"),
+    pytest.param(jpeg2k(GRAY8, "jp2")[:40], id="jp2-no-codestream"),
 ]
 
 

@@ -17,7 +17,7 @@ __all__ = ["open_source", "ImageInfo", "Source", "FilePool", "ALPHA_KINDS", "Inp
 InputSpec = Union[str, "os.PathLike[str]", np.ndarray]
 
 
-def open_source(spec: InputSpec, pool: FilePool, index: int = 0) -> Source:
+def open_source(spec: InputSpec, pool: FilePool, index: int = 0, *, budget: int | None = None) -> Source:
     """Open one input from headers only.
 
     Parameters
@@ -29,6 +29,9 @@ def open_source(spec: InputSpec, pool: FilePool, index: int = 0) -> Source:
         Descriptor pool that TIFF band reads draw from.
     index : int
         Position in the stack, used to name arrays in messages.
+    budget : int, optional
+        Memory budget in bytes; TIFF strip/tile tables larger than half of it
+        are refused before they are read (BudgetError).
 
     Raises
     ------
@@ -61,7 +64,7 @@ def open_source(spec: InputSpec, pool: FilePool, index: int = 0) -> Source:
     if fmt == "tiff":
         from .tiff import TiffSource
 
-        return TiffSource(path, page, pool, name=name)
+        return TiffSource(path, page, pool, name=name, budget=budget)
     if page:
         raise InputError(f"{name}: pages can only be selected in TIFF files")
     if fmt is None:

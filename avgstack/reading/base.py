@@ -46,7 +46,8 @@ class ImageInfo:
     scratch_bytes : int
         Bytes of decode scratch one band read needs beyond the band itself.
     metadata : dict
-        What a TIFF writer should carry over (icc profile, resolution, tags).
+        Small facts comparisons use (``orientation``; ``compression`` for TIFF).
+        What a TIFF writer carries over comes from :meth:`Source.carried_metadata`.
     """
 
     name: str
@@ -99,6 +100,14 @@ class Source(ABC):
         int
             Bytes read from storage.
         """
+
+    def carried_metadata(self) -> dict[str, Any]:
+        """What an output TIFF should carry from this input (ICC profile, resolution, tags).
+
+        Loaded on demand, so that only the input describing the output pays for
+        it; sources without such metadata return ``info.metadata``.
+        """
+        return dict(self.info.metadata)
 
     def close(self) -> None:
         """Release what the source holds (file handles are pooled elsewhere)."""

@@ -8,12 +8,15 @@ reproduce OpenCV's decoders, quirks included (a 32-bit BMP without bit fields
 loses its alpha, an OS/2 BMP always reads as gray, an RGB PNG with a ``tRNS``
 chunk gains an alpha channel); the tests check every rule against ``cv2``.
 
+Formats parsed: PNG and JPEG (here), BMP, WebP, GIF, Sun raster and JPEG 2000
+(:mod:`.header_more`), netpbm, PFM and Radiance HDR (:mod:`.header_text`).
+
 ``probe_header`` returns None when it cannot say: formats it does not parse
-(TIFF, GIF, JPEG 2000, AVIF, OpenEXR, Sun raster, ...), and files that are valid
-but that OpenCV does not decode (12-bit JPEG, PAM with an unknown tuple type,
-...). Callers then decode the file to learn its shape, or to get OpenCV's own
-refusal. It raises :class:`HeaderError` when a file claims a format it parses
-but its header is truncated or invalid.
+(TIFF, AVIF, OpenEXR, JPEG XL, QOI), and files that are valid but that OpenCV
+does not decode (12-bit JPEG, PAM with an unknown tuple type, ...). Callers
+refuse such files rather than decode them to learn their size. It raises
+:class:`HeaderError` when a file claims a format it parses but its header is
+truncated or invalid.
 
 Not modelled: OpenCV's run-time size limits, which make ``cv2.imread`` raise
 ``cv2.error`` or return None for images larger than they allow
@@ -25,71 +28,14 @@ The header of such a file is still reported as it is.
 from __future__ import annotations
 
 import os
-import re
 import struct
-import zlib
-from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator
+from collections.abc import Callable, Iterator
 
-import numpy as np
+from .header_base import _INT_MAX, _SPACE, _U8, _U16, HEAD_SIZE, Header, HeaderError, _crc, _PastHead, _Source
+from .header_more import probe_bmp, probe_gif, probe_j2k, probe_jp2, probe_ras, probe_webp
+from .header_text import probe_hdr, probe_pfm, probe_pnm
 
 __all__ = ["HEAD_SIZE", "Header", "HeaderError", "check_complete", "probe_header", "sniff_format"]
-
-#: Bytes read from the start of a file; text headers must end within them.
-HEAD_SIZE = 64 * 1024
-
-_U8 = np.dtype(np.uint8)
-_U16 = np.dtype(np.uint16)
-_F32 = np.dtype(np.float32)
-_INT_MAX = 2**31 - 1
-_SPACE = b" \t\n\v\f\r"  # C isspace()
-_EOL = b"\n\r"
-
-
-class HeaderError(ValueError):
-    """A file claims a known image format but its header is truncated or invalid."""
-
-
-@dataclass(frozen=True)
-class Header:
-    """Shape and element type of the array ``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` returns.
-
-    Parameters
-    ----------
-    format : str
-        Lower-case format name, as :func:`sniff_format` gives it.
-    height, width : int
-        Rows and columns, positive.
-    channels : int
-        Channel count, 1 for the 2-D arrays OpenCV returns for one channel.
-    dtype : numpy.dtype
-        Element type (anything :class:`numpy.dtype` accepts; stored normalised).
-    """
-
-    format: str
-    height: int
-    width: int
-    channels: int
-    dtype: np.dtype
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "dtype", np.dtype(self.dtype))
-        for name in ("height", "width", "channels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The array's shape: ``(height, width)`` for one channel, else ``(height, width, channels)``."""
-        if self.channels == 1:
-            return (self.height, self.width)
-        return (self.height, self.width, self.channels)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes the decoded array occupies."""
-        return self.height * self.width * self.channels * self.dtype.itemsize
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -210,52 +156,6 @@ def check_complete(path: str | os.PathLike[str], fmt: str) -> None:
                     return
         elif b"\xff\xd9" not in source.read_at(max(0, source.size - HEAD_SIZE), HEAD_SIZE):
             raise HeaderError("JPEG is truncated (no end-of-image marker)")
-
-
-class _PastHead(Exception):
-    """A text header continues past the bytes read: cannot tell."""
-
-
-class _Source:
-    """The first :data:`HEAD_SIZE` bytes of an open file, and small reads beyond them."""
-
-    def __init__(self, f: BinaryIO) -> None:
-        self._f = f
-        self.head = f.read(HEAD_SIZE)
-        self.size = os.fstat(f.fileno()).st_size
-        self.complete = self.size <= len(self.head)
-
-    def read_at(self, offset: int, size: int) -> bytes:
-        """Return up to ``size`` bytes from ``offset`` (fewer at the end of the file)."""
-        if offset + size <= len(self.head) or self.complete:
-            return self.head[offset : offset + size]
-        self._f.seek(offset)
-        return self._f.read(size)
-
-    def cursor(self, what: str, pos: int) -> _Cursor:
-        """Return a byte cursor over the head for parsing a text header."""
-        return _Cursor(self.head, pos, self.complete, what)
-
-
-class _Cursor:
-    """Byte-at-a-time reader over the head, like OpenCV's ``RLByteStream::getByte``."""
-
-    def __init__(self, data: bytes, pos: int, complete: bool, what: str) -> None:
-        self.data, self.pos, self.complete, self.what = data, pos, complete, what
-
-    def byte(self) -> int:
-        """Return the next byte; at the end, raise HeaderError (whole file read) or _PastHead."""
-        if self.pos >= len(self.data):
-            if self.complete:
-                raise HeaderError(f"{self.what} header is truncated")
-            raise _PastHead
-        self.pos += 1
-        return self.data[self.pos - 1]
-
-
-def _crc(data: bytes) -> bytes:
-    """Return the big-endian CRC-32 that PNG stores after a chunk."""
-    return struct.pack(">I", zlib.crc32(data))
 
 
 # ---------------------------------------------------------------- PNG
@@ -432,284 +332,16 @@ def _jpeg_frame(marker: int, body: bytes) -> tuple[Header | None, set[int]]:
     return Header("jpeg", height, width, channels, _U8), ids
 
 
-# ---------------------------------------------------------------- BMP
-
-_BMP_MASKS = ((0x7C00, 0x3E0, 0x1F), (0xF800, 0x7E0, 0x1F))  # 555 and 565, as OpenCV accepts
-
-
-def _probe_bmp(src: _Source) -> Header | None:
-    head = src.head
-    if len(head) < 18:
-        raise HeaderError("BMP header is truncated")
-    size = struct.unpack_from("<i", head, 14)[0]
-    if size < 12:
-        raise HeaderError(f"BMP info header size {size} is invalid")
-    if size == 12:  # OS/2 core header: OpenCV reads every such file as gray
-        if len(head) < 26:
-            raise HeaderError("BMP header is truncated")
-        width, height, _, bpp = struct.unpack_from("<4H", head, 18)
-        if width == 0 or height == 0:
-            raise HeaderError(f"BMP {'width' if width == 0 else 'height'} is zero")
-        if bpp not in (1, 4, 8, 24, 32):
-            return None
-        if bpp <= 8 and len(src.read_at(26, 3 << bpp)) < 3 << bpp:
-            raise HeaderError("BMP palette is truncated")
-        return Header("bmp", height, width, 1, _U8)
-    if size < 36:
-        return None  # short OS/2 2.x headers: OpenCV refuses them
-    if len(head) < 50:
-        raise HeaderError("BMP header is truncated")
-    width, height, _, bpp, compression = struct.unpack_from("<iiHHi", head, 18)
-    colours = struct.unpack_from("<i", head, 46)[0]
-    if width <= 0:
-        raise HeaderError(f"BMP width {width} is not positive")
-    if height == 0:
-        raise HeaderError("BMP height is zero")
-    supported = (
-        (bpp in (1, 4, 8, 24, 32) and compression == 0)
-        or (bpp in (16, 32) and compression == 3)
-        or (bpp, compression) in ((16, 0), (8, 1), (4, 2))
-    )
-    if not supported:
-        return None  # JPEG/PNG payloads, alpha bit fields, 2 or 64 bits: OpenCV refuses them
-    if bpp <= 8:
-        if not 0 <= colours <= 256:
-            raise HeaderError(f"BMP colour count {colours} is invalid")
-        palette = src.read_at(14 + size, 4 * (colours or 1 << bpp))
-        if len(palette) < 4 * (colours or 1 << bpp):
-            raise HeaderError("BMP palette is truncated")
-        entries = palette.ljust(4 << bpp, b"\x00")[: 4 << bpp]
-        gray = all(entries[i] == entries[i + 1] == entries[i + 2] for i in range(0, len(entries), 4))
-        return Header("bmp", abs(height), width, 1 if gray else 3, _U8)
-    if bpp == 16 and compression == 3:
-        masks = src.read_at(14 + size, 12)  # OpenCV reads them after the info header, whatever its size
-        if len(masks) < 12:
-            raise HeaderError("BMP bit fields are truncated")
-        if struct.unpack("<3I", masks) not in _BMP_MASKS:
-            return None
-    channels = 4 if bpp == 32 and compression == 3 else 3
-    return Header("bmp", abs(height), width, channels, _U8)
-
-
-# ---------------------------------------------------------------- netpbm
-
-def _probe_pnm(src: _Source) -> Header | None:
-    kind = src.head[1:2]
-    if kind == b"7":
-        return _probe_pam(src)
-    cur = src.cursor("PNM", 2)
-    width, height = _pnm_number(cur), _pnm_number(cur)
-    maxval = 1 if kind in b"14" else _pnm_number(cur)
-    if width == 0 or height == 0:
-        raise HeaderError(f"PNM {'width' if width == 0 else 'height'} is zero")
-    if not 0 < maxval <= 65535:
-        raise HeaderError(f"PNM maximum value {maxval} is outside 1..65535")
-    channels = 3 if kind in b"36" else 1
-    return Header("pnm", height, width, channels, _U16 if maxval > 255 else _U8)
-
-
-def _pnm_number(cur: _Cursor) -> int:
-    """Read a decimal number as OpenCV's ``ReadNumber`` does: spaces and comments before, one byte after."""
-    c = cur.byte()
-    while not 0x30 <= c <= 0x39:
-        if c == 0x23:  # '#': comment to the end of the line
-            while cur.byte() not in _EOL:
-                pass
-            c = cur.byte()
-        elif c in _SPACE:
-            c = cur.byte()
-        else:
-            raise HeaderError(f"PNM header has an unexpected byte 0x{c:02X}")
-    value = 0
-    while 0x30 <= c <= 0x39:
-        value = value * 10 + c - 0x30
-        if value > _INT_MAX:
-            raise HeaderError("PNM header number is too large")
-        c = cur.byte()
-    return value
-
-
-_PAM_FIELDS = (b"ENDHDR", b"HEIGHT", b"WIDTH", b"DEPTH", b"MAXVAL", b"TUPLTYPE")
-_PAM_TUPLES = {b"": None, b"BLACKANDWHITE": 1, b"GRAYSCALE": 1, b"GRAYSCALE_ALPHA": 2, b"RGB": 3, b"RGB_ALPHA": 4}
-
-
-def _probe_pam(src: _Source) -> Header | None:
-    cur = src.cursor("PAM", 2)
-    if cur.byte() not in _EOL:
-        raise HeaderError("PAM signature P7 is not followed by a line break")
-    fields: dict[bytes, int] = {}
-    tuple_depth: int | None = None
-    while True:
-        name, value = _pam_line(cur)
-        if name == b"ENDHDR":
-            break
-        if name == b"TUPLTYPE":
-            if value not in _PAM_TUPLES:
-                return None  # a tuple type OpenCV does not know
-            tuple_depth = _PAM_TUPLES[value]
-        elif name:
-            if name in fields:
-                raise HeaderError(f"PAM header repeats {name.decode()}")
-            match = re.fullmatch(rb"(-?)(\d*)", value)
-            if not match or (match[1] and not match[2]) or int(match[2] or 0) >= _INT_MAX:
-                raise HeaderError(f"PAM {name.decode()} is not an integer")
-            fields[name] = int(value or 0)
-    missing = [n.decode() for n in (b"WIDTH", b"HEIGHT", b"DEPTH", b"MAXVAL") if n not in fields]
-    if missing:
-        raise HeaderError(f"PAM header lacks {', '.join(missing)}")
-    width, height, depth, maxval = fields[b"WIDTH"], fields[b"HEIGHT"], fields[b"DEPTH"], fields[b"MAXVAL"]
-    if width <= 0 or height <= 0:
-        raise HeaderError(f"PAM {'width' if width <= 0 else 'height'} is not positive")
-    if not 0 <= maxval <= 65535:
-        raise HeaderError(f"PAM maximum value {maxval} is outside 0..65535")
-    if tuple_depth is None and maxval < 256 and depth in (1, 3):
-        tuple_depth = depth  # OpenCV infers GRAYSCALE or RGB
-    if tuple_depth != depth or (maxval == 1 and depth not in (1, 3)):
-        return None  # OpenCV refuses depths it cannot match to a tuple type
-    return Header("pnm", height, width, depth, _U16 if maxval > 255 else _U8)
-
-
-def _pam_line(cur: _Cursor) -> tuple[bytes, bytes]:
-    """Read one header line as OpenCV's ``ReadPAMHeaderLine``; comments give an empty name."""
-    c = cur.byte()
-    while c in _SPACE:
-        c = cur.byte()
-    if c == 0x23:
-        while cur.byte() not in _EOL:
-            pass
-        return b"", b""
-    name = bytearray()
-    while c not in _SPACE and len(name) < 8:
-        name.append(c)
-        c = cur.byte()
-    if c not in _SPACE or bytes(name) not in _PAM_FIELDS:
-        raise HeaderError(f"PAM header has an unknown field {bytes(name)[:8].decode('latin-1')!r}")
-    if c in _EOL:
-        return bytes(name), b""
-    c = cur.byte()
-    while c in _SPACE:
-        c = cur.byte()
-    value = bytearray()
-    while c not in _EOL:
-        if len(value) == 255:
-            raise HeaderError("PAM header line is too long")
-        value.append(c)
-        c = cur.byte()
-    return bytes(name), bytes(value).rstrip(_SPACE)
-
-
-def _probe_pfm(src: _Source) -> Header | None:
-    if src.head[2:3] != b"\n":
-        raise HeaderError("PFM signature is not followed by a newline")
-    cur = src.cursor("PFM", 3)
-    width, height = _atoi(_pfm_token(cur)), _atoi(_pfm_token(cur))
-    scale = _FLOAT.match(_pfm_token(cur))  # like atof: a leading number, else 0
-    if width <= 0 or height <= 0:
-        raise HeaderError(f"PFM {'width' if width <= 0 else 'height'} is not positive")
-    if not (scale and abs(float(scale[0])) > 0):
-        raise HeaderError("PFM scale is zero or missing")
-    return Header("pfm", height, width, 3 if src.head[1:2] == b"F" else 1, _F32)
-
-
-_FLOAT = re.compile(rb"[+-]?(\d+\.?\d*(e[+-]?\d+)?|\.\d+(e[+-]?\d+)?|inf|nan)", re.IGNORECASE)
-
-
-def _atoi(token: bytes) -> int:
-    """Return the leading integer of ``token`` as C ``atoi`` does, 0 if there is none."""
-    match = re.match(rb"[+-]?\d+", token)
-    return int(match[0]) if match else 0
-
-
-def _pfm_token(cur: _Cursor) -> bytes:
-    """Read bytes up to one white-space byte, as OpenCV's PFM ``read_number`` does."""
-    token = bytearray()
-    while len(token) < 2048:
-        c = cur.byte()
-        if c >= 0x80:
-            raise HeaderError("PFM header has a non-ASCII byte")
-        if c in _SPACE:
-            break
-        token.append(c)
-    return bytes(token).split(b"\x00")[0]
-
-
-# ---------------------------------------------------------------- WebP
-
-def _probe_webp(src: _Source) -> Header | None:
-    head = src.head[:32]  # OpenCV hands libwebp exactly the first 32 bytes
-    if len(head) < 32:
-        raise HeaderError("WebP file is shorter than 32 bytes")
-    riff_size = struct.unpack_from("<I", head, 4)[0]
-    if riff_size < 12 or riff_size > 0xFFFFFFF6:
-        raise HeaderError("WebP RIFF size is invalid")
-    kind, size = head[12:16], struct.unpack_from("<I", head, 16)[0]
-    if kind == b"VP8X":
-        if size != 10:
-            raise HeaderError("WebP VP8X chunk size is not 10")
-        flags = head[20]
-        width = 1 + int.from_bytes(head[24:27], "little")
-        height = 1 + int.from_bytes(head[27:30], "little")
-        if width * height >= 2**32:
-            raise HeaderError("WebP canvas is too large")
-        alpha = bool(flags & 0x10)
-    elif kind in (b"VP8 ", b"VP8L"):
-        if size > riff_size - 12:
-            raise HeaderError(f"WebP {kind.decode().strip()} chunk is larger than the file claims")
-        data = head[20:30]
-        if kind == b"VP8L":
-            bits = int.from_bytes(data[1:5], "little")
-            if data[0] != 0x2F or bits >> 29:
-                raise HeaderError("WebP VP8L signature or version is invalid")
-            width, height, alpha = 1 + (bits & 0x3FFF), 1 + (bits >> 14 & 0x3FFF), bool(bits >> 28 & 1)
-        else:
-            tag = int.from_bytes(data[:3], "little")
-            width = int.from_bytes(data[6:8], "little") & 0x3FFF
-            height = int.from_bytes(data[8:10], "little") & 0x3FFF
-            if data[3:6] != b"\x9d\x01\x2a" or tag & 1 or tag >> 1 & 7 > 3 or not tag >> 4 & 1:
-                raise HeaderError("WebP VP8 frame header is invalid")
-            if tag >> 5 >= size or width == 0 or height == 0:
-                raise HeaderError("WebP VP8 frame size is invalid")
-            alpha = False
-    else:
-        raise HeaderError(f"WebP starts with an unexpected chunk {kind.decode('latin-1')!r}")
-    return Header("webp", height, width, 4 if alpha else 3, _U8)
-
-
-# ---------------------------------------------------------------- Radiance HDR
-
-def _probe_hdr(src: _Source) -> Header | None:
-    cur = src.cursor("Radiance HDR", 0)
-    _hdr_line(cur)  # '#?RADIANCE' or '#?RGBE' and anything after it
-    rgbe = False
-    while (line := _hdr_line(cur))[:1] != b"\n":
-        rgbe = rgbe or line == b"FORMAT=32-bit_rle_rgbe\n"
-    if not rgbe:
-        return None  # XYZE data or no FORMAT line: OpenCV refuses them
-    resolution = re.match(rb"-Y\s*([+-]?\d+)\s*\+X\s*([+-]?\d+)", _hdr_line(cur))
-    if not resolution:
-        return None  # rows or columns not stored top-down, left to right: OpenCV refuses them
-    height, width = int(resolution[1]), int(resolution[2])
-    if width <= 0 or height <= 0:
-        raise HeaderError(f"Radiance HDR {'width' if width <= 0 else 'height'} is not positive")
-    return Header("hdr", height, width, 3, _F32)
-
-
-def _hdr_line(cur: _Cursor) -> bytes:
-    """Read a line as ``fgets`` with OpenCV's 128-byte buffer does (long lines come in pieces)."""
-    line = bytearray([cur.byte()])
-    while line[-1] != 0x0A and len(line) < 127:
-        if cur.pos >= len(cur.data) and cur.complete:
-            break  # fgets returns what it has at the end of the file
-        line.append(cur.byte())
-    return bytes(line)
-
-
 _PROBES: dict[str, Callable[[_Source], Header | None]] = {
     "png": _probe_png,
     "jpeg": _probe_jpeg,
-    "bmp": _probe_bmp,
-    "pnm": _probe_pnm,
-    "pfm": _probe_pfm,
-    "webp": _probe_webp,
-    "hdr": _probe_hdr,
+    "bmp": probe_bmp,
+    "pnm": probe_pnm,
+    "pfm": probe_pfm,
+    "webp": probe_webp,
+    "hdr": probe_hdr,
+    "gif": probe_gif,
+    "ras": probe_ras,
+    "jp2": probe_jp2,
+    "j2k": probe_j2k,
 }

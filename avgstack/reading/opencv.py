@@ -1,63 +1,41 @@
 """OpenCV's layout and its decoders: the only place that knows about BGR.
 
-Inputs that are not TIFF (PNG, JPEG, BMP, PNM, WebP, EXR, ...) are decoded
-whole by ``cv2.imread(..., IMREAD_UNCHANGED)`` into one reused frame buffer.
-Their shape and type come from headers (:mod:`.headers`) where the format
-allows. This module also converts between OpenCV's BGR(A) order, used by the
+Inputs that are not TIFF (PNG, JPEG, BMP, PNM, PFM, WebP, HDR, GIF, Sun
+raster, JPEG 2000) are decoded whole by ``cv2.imread(..., IMREAD_UNCHANGED)``
+into one reused frame buffer. Their shape and type come from their headers
+(:mod:`.headers`), never from a decode: a file whose header cannot be checked
+is refused, and so is one larger than OpenCV's own default pixel limit, which
+is left as it is. Nothing here changes process-wide state (environment,
+OpenCV's log level, file descriptor 2): what C decoders such as libpng write to
+stderr on a damaged file goes to stderr. This module also converts between OpenCV's BGR(A) order, used by the
 public API, and the stored RGB(A) order used everywhere inside avgstack.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 
-# must be set before cv2 is imported; the memory budget is our own limit
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2**40))
+import cv2
+import numpy as np
 
-import contextlib  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-from typing import Iterator  # noqa: E402
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..errors import InputError, ReadError  # noqa: E402
-from ..windows import Band  # noqa: E402
-from .base import Source  # noqa: E402
-from .headers import HeaderError, check_complete, probe_header  # noqa: E402
-from .layout import OPENCV_PHOTOMETRICS, info_for_opencv_layout, swap_red_blue, to_opencv_layout  # noqa: E402
+from ..errors import InputError, ReadError, UnsupportedInputError
+from ..windows import Band
+from .base import Source
+from .headers import Header, HeaderError, check_complete, probe_header
+from .layout import OPENCV_PHOTOMETRICS, info_for_opencv_layout, swap_red_blue, to_opencv_layout
+from .png_data import verify_png_data
 
 log = logging.getLogger(__name__)
 
-with contextlib.suppress(AttributeError):  # OpenCV's own log lines would bypass ours
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+#: OpenCV's default limits (``OPENCV_IO_MAX_IMAGE_PIXELS``, ``..._WIDTH``, ``..._HEIGHT``), left as they are.
+MAX_PIXELS = 2**30
+MAX_SIDE = 2**20
+#: OpenCV refuses WebP files larger than this (``OPENCV_IMGCODECS_WEBP_MAX_FILE_SIZE``).
+MAX_WEBP_FILE = 64 * 2**20
 
-_FD2_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _stderr_to_log() -> Iterator[None]:
-    """Catch what C libraries (libpng, libjpeg) write straight to file descriptor 2; log it at debug."""
-    with _FD2_LOCK, tempfile.TemporaryFile() as sink:
-        with contextlib.suppress(Exception):
-            sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            text = sink.read().decode("utf-8", "replace").strip()
-            if text:
-                log.debug("decoder said: %s", text)
-
-
-__all__ = ["OpenCVSource", "swap_red_blue", "info_for_opencv_layout", "to_opencv_layout", "OPENCV_PHOTOMETRICS"]
+__all__ = ["OPENCV_PHOTOMETRICS", "OpenCVSource", "info_for_opencv_layout", "swap_red_blue", "to_opencv_layout"]
 
 
 class OpenCVSource(Source):
@@ -79,45 +57,35 @@ class OpenCVSource(Source):
         try:
             header = probe_header(path)
             check_complete(path, fmt)
+            size = os.path.getsize(path)
         except HeaderError as err:
             raise InputError(f"{name}: damaged {fmt.upper()} file ({err})") from err
         except OSError as err:
             raise InputError(f"{name}: cannot read ({err.strerror or err})") from err
-        if header is None:
-            # no header parser for this format: decode once to learn its shape
-            try:
-                frame = self._imread(path, name, None)
-            except ReadError as err:
-                raise InputError(str(err)) from err
-            height, width = frame.shape[:2]
-            channels = 1 if frame.ndim == 2 else frame.shape[2]
-            dtype = frame.dtype
-            del frame
-        else:
-            height, width, channels, dtype = header.height, header.width, header.channels, header.dtype
-        if height <= 0 or width <= 0:
-            raise InputError(f"{name}: empty image")
-        self.info = info_for_opencv_layout(name, height, width, channels, dtype, fmt, streamable=False)
+        _check_decodable(name, fmt, header, size)
+        assert header is not None
+        info = info_for_opencv_layout(
+            name, header.height, header.width, header.channels, header.dtype, fmt, streamable=False
+        )
+        # the decoder's own memory: from the header where it says (GIF screen, JPEG 2000 planes), else measured
+        scratch = max(header.scratch, info.scratch_bytes)
+        if not _utf8(path):
+            scratch += size + info.frame_bytes  # decoded from the file's bytes into a frame of its own
+        self.info = dataclasses.replace(info, scratch_bytes=scratch)
 
     @staticmethod
     def _imread(path: str, name: str, dst: np.ndarray | None) -> np.ndarray:
         try:
-            path.encode("utf-8")
-        except UnicodeEncodeError:
-            # OpenCV cannot open names that are not valid UTF-8: decode from the bytes instead
-            with open(path, "rb") as fh:
-                data = np.frombuffer(fh.read(), np.uint8)
-            with _stderr_to_log():
+            if not _utf8(path):
+                # OpenCV cannot open names that are not valid UTF-8: decode from the bytes instead
+                with open(path, "rb") as fh:
+                    data = np.frombuffer(fh.read(), np.uint8)
                 frame = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-            if frame is None:
-                raise ReadError(f"{name}: OpenCV could not decode it (damaged or unsupported file)")
-            return frame
-        try:
-            with _stderr_to_log():
-                if dst is None:
-                    frame = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-                else:
-                    frame = cv2.imread(path, dst, cv2.IMREAD_UNCHANGED)
+                del data
+            elif dst is None:
+                frame = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+            else:
+                frame = cv2.imread(path, dst, cv2.IMREAD_UNCHANGED)
         except cv2.error as err:
             raise ReadError(f"{name}: OpenCV could not decode it ({str(err).strip().splitlines()[-1]})") from err
         if frame is None or frame.size == 0:
@@ -129,6 +97,14 @@ class OpenCVSource(Source):
         if band.start != 0 or band.height != info.height:
             raise ValueError(f"{info.name}: {info.format} inputs are decoded whole, not in bands")
         target = out if info.samples > 1 else out.reshape(info.height, info.width)
+        if info.format == "png":
+            # find damage before libpng does: it would write its own line to stderr
+            try:
+                verify_png_data(self.path)
+            except HeaderError as err:
+                raise ReadError(f"{info.name}: {err}") from err
+            except OSError as err:
+                raise ReadError(f"{info.name}: read failed ({err.strerror or err})") from err
         frame = self._imread(self.path, info.name, target)
         got = (frame.shape[0], frame.shape[1], 1 if frame.ndim == 2 else frame.shape[2])
         if got != info.shape or frame.dtype != info.dtype:
@@ -143,3 +119,35 @@ class OpenCVSource(Source):
             return os.path.getsize(self.path)
         except OSError:  # pragma: no cover
             return 0
+
+
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_decodable(name: str, fmt: str, header: Header | None, size: int) -> None:
+    """Refuse, from the header alone, what OpenCV would not decode or would decode only to learn its size."""
+    kind = fmt.upper()
+    if header is None:
+        if fmt in ("avif", "exr", "jxl", "qoi"):
+            raise UnsupportedInputError(
+                f"{name}: {kind} inputs are not read (their size cannot be checked before decoding); "
+                "convert it to TIFF or PNG first"
+            )
+        raise UnsupportedInputError(
+            f"{name}: a kind of {kind} file OpenCV does not decode, or whose header cannot be checked; "
+            "convert it to TIFF or PNG first"
+        )
+    if header.width * header.height > MAX_PIXELS or max(header.width, header.height) > MAX_SIDE:
+        raise UnsupportedInputError(
+            f"{name}: {header.width}x{header.height} is larger than OpenCV decodes "
+            f"({MAX_PIXELS} pixels, {MAX_SIDE} per side); save it as a tiled or striped TIFF, which is read in bands"
+        )
+    if fmt == "webp" and size > MAX_WEBP_FILE:
+        raise UnsupportedInputError(
+            f"{name}: WebP files over {MAX_WEBP_FILE // 2**20} MiB are not decoded by OpenCV; convert it to TIFF"
+        )

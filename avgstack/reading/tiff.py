@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from ..errors import InputError, ReadError, UnsupportedInputError
+from ..errors import BudgetError, InputError, ReadError, UnsupportedInputError
 from ..windows import Band
 from .base import ImageInfo, Source
 from .files import FilePool
+from .header_base import HeaderError
+from .tiff_checks import PageMissing, TableTooLarge, TagTooLarge, max_segment_bytes, payload_size, scan_ifd
 
 __all__ = ["TiffSource", "split_page_suffix"]
 
@@ -48,6 +50,10 @@ _CARRIED_TAGS = (
     332, 333, 334, 336,  # InkSet, InkNames, NumberOfInks, DotRange
     33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113,  # GeoTIFF, GDAL
 )
+#: Carried tags (ICC profile, GeoTIFF, GDAL metadata, ...) larger than this are dropped with a warning.
+CARRIED_TAG_LIMIT = 16 * 2**20
+#: Strip/tile tables may hold this much when no budget is given.
+DEFAULT_TABLE_LIMIT = 64 * 2**20
 _PAGE_SUFFIX = re.compile(r"^(?P<path>.*)\[(?P<page>\d+)\]$")
 
 
@@ -76,22 +82,29 @@ class TiffSource(Source):
         Where descriptors for band reads come from.
     name : str, optional
         How the input is named in messages.
+    budget : int, optional
+        Memory budget in bytes: the strip/tile tables this source holds for
+        its lifetime may use at most half of it (:data:`DEFAULT_TABLE_LIMIT`
+        without a budget); larger tables are refused before they are read.
+
+    Only the page used is parsed (the IFD chain is followed up to it, never to
+    its end). ``info.metadata`` holds only what comparisons need (orientation,
+    compression); what the output carries comes from :meth:`carried_metadata`.
     """
 
-    def __init__(self, path: str, page: int, pool: FilePool, name: str | None = None) -> None:
+    def __init__(
+        self, path: str, page: int, pool: FilePool, name: str | None = None, budget: int | None = None
+    ) -> None:
         self.path = path
         self.pool = pool
+        self.page = page
         name = name or (path if page == 0 else f"{path}[{page}]")
+        limit = budget // 2 if budget else DEFAULT_TABLE_LIMIT
         try:
-            with tifffile.TiffFile(path) as tif:
-                npages = len(tif.pages)
-                if page >= npages:
-                    raise InputError(f"{name}: has {npages} page(s), page {page} was asked for")
-                p = tif.pages[page]
-                if not isinstance(p, tifffile.TiffPage):  # pragma: no cover - useframes off
-                    p = p.aspage()
+            p = _open_page(path, page, name, limit)
+            with p.parent:
                 self._setup(p, name)
-        except InputError:
+        except (InputError, BudgetError):
             raise
         except OSError as err:
             raise InputError(f"{name}: cannot read ({err.strerror or err})") from err
@@ -166,11 +179,14 @@ class TiffSource(Source):
             raise InputError(
                 f"{name}: damaged TIFF: {len(self._offsets)} strips/tiles listed, {expected} needed"
             )
+        self._offsets, self._counts = self._offsets[:expected], self._counts[:expected]
         self._fill = p.nodata if isinstance(p.nodata, (int, float)) and dtype.kind != "b" else 0
-        used = self._counts[:expected] > 0
+        used = self._counts > 0
         file_size = int(p.parent.filehandle.size)
-        if np.any(self._offsets[:expected][used] + self._counts[:expected][used] > file_size):
-            raise InputError(f"{name}: truncated TIFF: pixel data extends past the end of the file")
+        for start in range(0, expected, 2**20):  # bounded temporaries
+            part = slice(start, start + 2**20)
+            if np.any((self._offsets[part] + self._counts[part] > file_size) & used[part]):
+                raise InputError(f"{name}: truncated TIFF: pixel data extends past the end of the file")
         if p.is_tiled and self._seg_h * self._seg_w * contig * dtype.itemsize > 2**31:
             raise InputError(f"{name}: damaged TIFF: tile of {self._seg_w}x{self._seg_h} declared")
         bits = int(p.bitspersample)
@@ -196,24 +212,23 @@ class TiffSource(Source):
         self._swap = p.parent.byteorder != ("<" if np.little_endian else ">") and dtype.itemsize > 1
         seg_bytes = self._seg_h * self._seg_w * contig * dtype.itemsize
         max_count = int(self._counts.max()) if len(self._counts) else 0
-        # a damaged header must not make us allocate gigabytes for one strip
-        scratch = 0 if self._direct else seg_bytes + min(max_count, 4 * seg_bytes + 65536)
+        del used
+        # one rule for what a segment may hold on disk and for the scratch that reads it
+        limit = max_segment_bytes(seg_bytes)
+        if max_count > limit:
+            big = int(np.argmax(self._counts))
+            raise InputError(
+                f"{name}: damaged TIFF: strip/tile {big} declares {max_count} bytes, more than the "
+                f"{limit} a {seg_bytes}-byte strip/tile could need"
+            )
+        scratch = 0 if self._direct else seg_bytes + max_count
+        self._compression = compression
 
-        metadata: dict[str, Any] = {"extratags": []}
-        tags = p.tags
-        icc = tags.valueof(34675)
-        if icc is not None:
-            metadata["iccprofile"] = bytes(icc)
-        resolution = _resolution(tags.valueof(282), tags.valueof(283), tags.valueof(296))
-        if resolution is not None:
-            metadata["resolution"], metadata["resolutionunit"] = resolution
-        for code in _CARRIED_TAGS:
-            tag = tags.get(code)
-            if tag is not None and tag.count > 0 and tag.value is not None:
-                metadata["extratags"].append((code, int(tag.dtype), tag.count, tag.value, True))
-        orientation = tags.valueof(274, 1)
-        metadata["orientation"] = int(orientation) if isinstance(orientation, int) else 1
-        metadata["compression"] = compression
+        orientation = p.tags.valueof(274, 1)
+        metadata: dict[str, Any] = {
+            "orientation": int(orientation) if isinstance(orientation, int) else 1,
+            "compression": compression,
+        }
 
         self.info = ImageInfo(
             name=name,
@@ -231,6 +246,42 @@ class TiffSource(Source):
             scratch_bytes=scratch,
             metadata=metadata,
         )
+
+    def carried_metadata(self) -> dict[str, Any]:
+        """Re-read what an output TIFF should carry from this page (ICC profile, resolution, tags).
+
+        Tags larger than :data:`CARRIED_TAG_LIMIT` are not read at all and are
+        reported in one warning. Only the input that describes the output needs
+        this; nothing is kept on the source.
+
+        Raises
+        ------
+        InputError
+            The file can no longer be read as it was.
+        """
+        try:
+            p = _open_page(self.path, self.page, self.info.name, DEFAULT_TABLE_LIMIT)
+            with p.parent:
+                metadata = _carried(p, self.info.name)
+        except (InputError, BudgetError):
+            raise
+        except Exception as err:  # tifffile raises many types on damaged headers
+            raise InputError(f"{self.info.name}: cannot read its metadata ({type(err).__name__}: {err})") from err
+        metadata["orientation"] = self.info.metadata.get("orientation", 1)
+        metadata["compression"] = self._compression
+        return metadata
+
+    def _check_payload(self, data: bytes, index: int) -> None:
+        """Refuse a JPEG/PNG/WebP/JPEG 2000 payload whose own header declares more than its strip or tile."""
+        try:
+            size = payload_size(data, self._compression)
+        except HeaderError as err:
+            raise ReadError(f"{self.info.name}: corrupt data in strip/tile {index} ({err})") from err
+        if size is not None and (size[0] > self._seg_h or size[1] > self._seg_w):
+            raise ReadError(
+                f"{self.info.name}: corrupt data in strip/tile {index}: its payload declares "
+                f"{size[1]}x{size[0]} pixels, the strip/tile holds {self._seg_w}x{self._seg_h}"
+            )
 
     # -- reading ---------------------------------------------------------------
 
@@ -307,6 +358,7 @@ class TiffSource(Source):
                             f"{info.name}: truncated file: strip/tile {index} ends early"
                         )
                     total += count
+                    self._check_payload(data, index)
                     try:
                         segment, _, _ = self._decode(data, index, **self._decodeargs)
                     except Exception as err:  # noqa: BLE001 - codecs raise many types
@@ -321,6 +373,71 @@ class TiffSource(Source):
                         raise ReadError(f"{info.name}: corrupt data in strip/tile {index} (too short)")
                     dst[...] = segment[r0 - top : r1 - top, :w]
         return total
+
+
+def _open_page(path: str, page: int, name: str, table_limit: int) -> tifffile.TiffPage:
+    """Check the IFDs of page 0 and ``page`` on their word, then parse ``page`` with tifffile.
+
+    The returned page's file stays open: close it with ``page.parent.close()``
+    (or ``with page.parent:``).
+    """
+    try:
+        scan_ifd(path, page, table_limit)
+    except PageMissing as err:
+        raise InputError(f"{name}: has {err.args[0]} page(s), page {page} was asked for") from None
+    except TableTooLarge as err:
+        raise BudgetError(
+            f"{name}: its strip/tile table of {err.args[0]} entries needs {err.args[1] / 2**20:.1f} MiB, "
+            f"more than the {table_limit / 2**20:.1f} MiB allowed for it; raise --max-memory "
+            "or re-save it with fewer, larger strips or tiles"
+        ) from None
+    except TagTooLarge as err:
+        raise InputError(
+            f"{name}: damaged TIFF: tag {err.args[0]} declares {err.args[1]} bytes, more than the "
+            f"{CARRIED_TAG_LIMIT // 2**20} MiB avgstack reads for a tag"
+        ) from None
+    tif = tifffile.TiffFile(path)
+    try:
+        try:
+            p = tif.pages[page]  # follows the chain up to this page only
+        except IndexError:
+            raise InputError(f"{name}: has fewer than {page + 1} page(s), page {page} was asked for") from None
+        if not isinstance(p, tifffile.TiffPage):  # pragma: no cover - useframes off
+            p = p.aspage()
+    except BaseException:
+        tif.close()
+        raise
+    return p
+
+
+def _carried(p: tifffile.TiffPage, name: str) -> dict[str, Any]:
+    """What the output TIFF carries from page ``p``: ICC profile, resolution and copied tags, each capped."""
+    metadata: dict[str, Any] = {"extratags": []}
+    tags = p.tags
+    dropped = []
+    icc = tags.get(34675)
+    if icc is not None:
+        if icc.valuebytecount > CARRIED_TAG_LIMIT:
+            dropped.append(f"ICC profile ({icc.valuebytecount} bytes)")
+        elif icc.value is not None:
+            metadata["iccprofile"] = bytes(icc.value)
+    resolution = _resolution(tags.valueof(282), tags.valueof(283), tags.valueof(296))
+    if resolution is not None:
+        metadata["resolution"], metadata["resolutionunit"] = resolution
+    for code in _CARRIED_TAGS:
+        tag = tags.get(code)
+        if tag is None or tag.count <= 0:
+            continue
+        if tag.valuebytecount > CARRIED_TAG_LIMIT:
+            dropped.append(f"tag {code} ({tag.valuebytecount} bytes)")
+        elif tag.value is not None:
+            metadata["extratags"].append((code, int(tag.dtype), tag.count, tag.value, True))
+    if dropped:
+        log.warning(
+            "%s: %s not carried to the output (larger than %d MiB)",
+            name, ", ".join(dropped), CARRIED_TAG_LIMIT // 2**20,
+        )
+    return metadata
 
 
 def _resolution(xres: Any, yres: Any, unit: Any) -> tuple[tuple, int] | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -47,7 +47,8 @@ class Layout:
     photometric: str = "minisblack"
     extrasamples: tuple[int, ...] = ()
     bits: int | None = None
-    metadata: Any = None
+    #: Called once, when the output is written, for what a TIFF carries over (ICC profile, tags, ...).
+    metadata: Callable[[], dict[str, Any]] | None = None
 
     @property
     def frame_bytes(self) -> int:
@@ -119,7 +120,8 @@ class TiffSink(Sink):
         lay = self.layout
         bigtiff = write_tiff(
             fh, bands, shape=lay.shape, dtype=lay.dtype, options=self.options, photometric=lay.photometric,
-            extrasamples=lay.extrasamples, bits=lay.bits, metadata=lay.metadata, threads=threads,
+            extrasamples=lay.extrasamples, bits=lay.bits, metadata=lay.metadata() if lay.metadata else None,
+            threads=threads,
         )
         return Written(fh.tell(), bigtiff)
 
