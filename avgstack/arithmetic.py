@@ -154,10 +154,12 @@ class IntegerMean(Accumulator):
         lo, hi = self.out_range
         out_int = self.out_dtype.kind in "uib"
         if not out_int:
+            clipped = 0
             for start in _chunks(out.size):
                 stop = min(start + CHUNK, out.size)
-                out[start:stop] = self._acc[start:stop] / float(n)  # one correctly rounded division
-            return 0
+                # one correctly rounded division
+                clipped += store_float(self._acc[start:stop] / float(n), out[start:stop])
+            return clipped
         if n == 1 or self._largest_sum >= 2**52:
             return self._finish_exact(out, lo, hi)
         # |sum| < 2**23 (float32) or 2**52 (float64): the sum is exact in that float type and the
@@ -196,6 +198,29 @@ class IntegerMean(Accumulator):
                 q += up
             clipped += _clip_into(q, out[start:stop], lo, hi)
         return clipped
+
+
+def store_float(values: np.ndarray, out: np.ndarray) -> int:
+    """Store float ``values`` into float ``out``, saturating finite values that overflow its type.
+
+    A finite result too large for the output type (a float64 mean stored as
+    float16, say) becomes the largest finite value of that sign and is counted
+    as clipped, as integer outputs are; infinities and NaN in the inputs pass
+    through as IEEE arithmetic gives them. Returns the clipped count.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        out[...] = values
+    if out.dtype.itemsize >= values.dtype.itemsize:
+        return 0
+    overflow = np.isinf(out)
+    if not overflow.any():
+        return 0
+    overflow &= np.isfinite(values)
+    clipped = int(np.count_nonzero(overflow))
+    if clipped:
+        top = np.finfo(out.dtype).max
+        out[overflow] = np.where(values[overflow] > 0, top, -top)
+    return clipped
 
 
 def _clip_into(values: np.ndarray, out: np.ndarray, lo: float, hi: float) -> int:
@@ -343,7 +368,7 @@ class CompensatedMean(Accumulator):
                 if out_int:
                     clipped += _round_into(q, dst, lo_r, hi_r)
                 else:
-                    dst[...] = q
+                    clipped += store_float(q, dst)
         return clipped
 
 
@@ -422,8 +447,11 @@ class WeightedSum(Accumulator):
 
     def _finish(self, out: np.ndarray) -> int:
         if self.out_dtype.kind not in "uib":
-            out[...] = self._acc[: out.size]
-            return 0
+            clipped = 0
+            for start in _chunks(out.size):
+                stop = min(start + CHUNK, out.size)
+                clipped += store_float(self._acc[start:stop], out[start:stop])
+            return clipped
         lo, hi = self.out_range
         clipped = 0
         for start in _chunks(out.size):

@@ -8,7 +8,7 @@ from typing import Union
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, UsageError
 from .base import ALPHA_KINDS, ImageInfo, Source
 from .files import FilePool
 
@@ -42,6 +42,10 @@ def open_source(spec: InputSpec, pool: FilePool, index: int = 0, *, budget: int 
         from .arrays import ArraySource
 
         return ArraySource(spec, f"array #{index}")
+    if not isinstance(spec, (str, os.PathLike)) or isinstance(os.fspath(spec), bytes):
+        raise UsageError(
+            f"input #{index}: expected a path (str or os.PathLike) or a numpy array, got {type(spec).__name__}"
+        )
     from .headers import sniff_format
     from .tiff import split_page_suffix
 
