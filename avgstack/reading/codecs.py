@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BACKENDS", "PREFERRED", "SegmentDecoder", "choose", "scratch", "versions"]
+__all__ = ["BACKENDS", "PREFERRED", "SegmentDecoder", "choose", "describe", "scratch", "versions"]
 
 LZW, ADOBE_DEFLATE, DEFLATE, PACKBITS, ZSTD = 5, 8, 32946, 32773, 50000
 #: TIFF compression code -> name
@@ -217,3 +217,19 @@ def scratch(owner: Any, nbytes: int) -> bytearray:
         local.buf = None  # drop the old buffer before allocating its successor
         buf = local.buf = bytearray(nbytes)
     return buf
+
+
+def describe() -> str:
+    """One line naming the decoder used for each codec and the libraries' versions (for reports)."""
+    v = versions()
+    libs = {
+        "libtiff": f"libtiff {v.get('libtiff', '?')} via imagecodecs.tiff_decode",
+        "imagecodecs": "imagecodecs {fn}",
+    }
+    calls = {"lzw": "lzw_decode", "deflate": f"deflate_decode (libdeflate {v.get('libdeflate', '?')})",
+             "zstd": f"zstd_decode (zstd {v.get('zstd', '?')})", "packbits": "packbits_decode"}
+    parts = []
+    for codec in ("lzw", "deflate", "zstd", "packbits"):
+        backend = PREFERRED[(codec, 2 if codec != "packbits" else 1)][0]
+        parts.append(f"{codec}: " + libs[backend].format(fn=calls[codec]))
+    return "; ".join(parts) + f"; others: tifffile {v['tifffile']}; imagecodecs {v['imagecodecs']}"
