@@ -95,7 +95,7 @@ def build_workloads(quick: bool, huge: bool) -> dict[str, Workload]:
     hugestack = StackSpec(f"rgba8-{size30}", n, size30, size30, 4, "uint8", rowsperstrip=16)
     small = StackSpec("rgba8-256", n, 256, 256, 4, "uint8", rowsperstrip=16)
     loads = [
-        Workload("startup", small, startup=True),
+        Workload("startup" + suffix, small, startup=True),
         Workload("rgba8-6000" + suffix, rgba8),
         Workload("rgba8-6000-weighted" + suffix, rgba8, _weights(n)),
         Workload("lzw-tiled-4000" + suffix, lzw),
@@ -477,6 +477,7 @@ class Run:
     maxrss: int  # bytes
     rc: int
     launched: float = 0.0  # time.time() just before the child was spawned
+    cpu: float = 0.0  # user + system CPU seconds of the child (wait4)
     first_read: float | None = None  # seconds from launch to the first read of an input
 
 
@@ -497,6 +498,10 @@ class Result:
     @property
     def rss(self) -> float:
         return statistics.median(r.maxrss for r in self.runs)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(r.cpu for r in self.runs)
 
 
 def log(msg: str) -> None:
@@ -521,7 +526,7 @@ for line in sys.stdin:
         seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     print(json.dumps({"seconds": seconds, "maxrss_kib": usage.ru_maxrss, "rc": proc.returncode,
-                      "launched": launched}), flush=True)
+                      "launched": launched, "cpu": usage.ru_utime + usage.ru_stime}), flush=True)
 """
 
 
@@ -543,7 +548,7 @@ class Runner:
             raise RuntimeError("bench runner died")
         r = json.loads(line)
         scale = 1 if sys.platform == "darwin" else 1024
-        return Run(r["seconds"], r["maxrss_kib"] * scale, r["rc"], r["launched"])
+        return Run(r["seconds"], r["maxrss_kib"] * scale, r["rc"], r["launched"], r["cpu"])
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -805,7 +810,7 @@ def main(argv: list[str] | None = None) -> int:
                 r.runs.append(run)
                 r.output = out
                 first = f", first read after {run.first_read:.3f} s" if run.first_read is not None else ""
-                log(f"  run {rep + 1}/{repeat} {t.name}: {run.seconds:.2f} s{first}, peak RSS {run.maxrss / MiB:.0f} MiB")
+                log(f"  run {rep + 1}/{repeat} {t.name}: {run.seconds:.2f} s (CPU {run.cpu:.2f} s){first}, peak RSS {run.maxrss / MiB:.0f} MiB")
         ref = res.get("libvips")
         for t in active:
             r = res[t.name]
@@ -850,11 +855,12 @@ def print_report(loads, tools, results, machine, repeat, quick) -> None:
     print(f"Median of {repeat} run(s) per tool, tools alternating, page cache warm; "
           "peak RSS from wait4() of each child. Ratios are tool / libvips and tool / the read+write+fsync "
           "floor (lower is better). max |Δ| is the largest per-sample difference from the libvips output. "
-          "first read: seconds from launching avgstack to its first open() of an input (median).")
+          "first read: seconds from launching avgstack to its first open() of an input (median). "
+          "CPU s: user + system seconds of the child (median), steadier than wall time on a busy machine.")
     print()
-    print("| workload | tool | wall s | (min–max) | peak RSS MiB | time vs libvips | time vs floor+fsync "
+    print("| workload | tool | wall s | (min–max) | CPU s | peak RSS MiB | time vs libvips | time vs floor+fsync "
           "| RSS vs libvips | max \\|Δ\\| vs libvips | first read s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for wl in loads:
         ref = by.get((wl.name, "libvips"))
         ref_ok = ref is not None and ref.runs and not ref.failed
@@ -864,7 +870,7 @@ def print_report(loads, tools, results, machine, repeat, quick) -> None:
             r = by[(wl.name, t.name)]
             if r.skipped or r.failed or not r.runs:
                 note = r.skipped or (f"failed: {r.failed}" if r.failed else "no runs")
-                print(f"| {wl.name} | {t.name} | {note} | | | | | | | |")
+                print(f"| {wl.name} | {t.name} | {note} | | | | | | | | |")
                 continue
             tr = f"{r.seconds / ref.seconds:.2f}x" if ref_ok else ""
             fr = f"{r.seconds / floor.seconds:.2f}x" if floor_ok else ""
@@ -872,7 +878,7 @@ def print_report(loads, tools, results, machine, repeat, quick) -> None:
             lo, hi = min(x.seconds for x in r.runs), max(x.seconds for x in r.runs)
             firsts = [x.first_read for x in r.runs if x.first_read is not None]
             first = f"{statistics.median(firsts):.3f}" if firsts else ""
-            print(f"| {wl.name} | {t.name} | {r.seconds:.2f} | {lo:.2f}–{hi:.2f} | {r.rss / MiB:.0f} | {tr} | {fr} "
+            print(f"| {wl.name} | {t.name} | {r.seconds:.2f} | {lo:.2f}–{hi:.2f} | {r.cpu:.2f} | {r.rss / MiB:.0f} | {tr} | {fr} "
                   f"| {mr} | {r.diff} | {first} |")
     print()
     print("Workloads:")
