@@ -164,6 +164,7 @@ def choose(compression: int, predictor: int, dtype: np.dtype, bits: int, fillord
     if (
         codec is None
         or predictor not in (1, 2)
+        or (predictor == 2 and dtype.kind == "f")  # tifffile undoes it in float arithmetic
         or dtype.kind not in _SAMPLEFORMAT
         or bits != dtype.itemsize * 8
         or dtype.itemsize > 8
