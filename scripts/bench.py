@@ -321,11 +321,14 @@ class Tool:
     produces_image: bool = True
 
 
-# Runs ``python -m avgstack ARGS`` and writes the wall-clock time of the first
-# open() of an input (an audit hook) to MARKER: launch -> first read.
-STARTUP_SCRIPT = r"""
+# Runs ``python -m avgstack ARGS`` (the package in SRC first on sys.path, if SRC is
+# not empty) and writes the wall-clock time of the first open() of an input (an audit
+# hook) to MARKER, if MARKER is not empty: launch -> first read.
+AVGSTACK_SCRIPT = r"""
 import os, runpy, sys, time
-marker, args = sys.argv[1], sys.argv[2:]
+marker, src, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+if src:
+    sys.path.insert(0, src)
 inputs = {os.path.abspath(a) for a in args if os.path.isfile(a)}
 seen = []
 def hook(event, hook_args):
@@ -333,22 +336,24 @@ def hook(event, hook_args):
         seen.append(time.time())
         with open(marker, "w") as fh:
             fh.write(repr(seen[0]))
-sys.addaudithook(hook)
+if marker:
+    sys.addaudithook(hook)
 sys.argv = ["avgstack", *args]
 runpy.run_module("avgstack", run_name="__main__", alter_sys=True)
 """
 
 
 class AvgstackTool(Tool):
-    marker: str | None = None  # set for startup workloads
+    marker: str | None = None  # set for start-up workloads
+    src: str = ""  # another checkout's package folder (--baseline); "" for --avgstack-src
 
     def command(self, wl, files, out):
-        if self.marker is not None:
-            return [sys.executable, "-c", STARTUP_SCRIPT, self.marker, "-o", out, *files]
-        cmd = [sys.executable, "-m", "avgstack", "-o", out, *files]
+        args = ["-o", out, *files]
         if wl.weights is not None:
-            cmd.append("--weights=" + ",".join(repr(w) for w in wl.weights))
-        return cmd
+            args.append("--weights=" + ",".join(repr(w) for w in wl.weights))
+        if self.marker is None and not self.src:
+            return [sys.executable, "-m", "avgstack", *args]
+        return [sys.executable, "-c", AVGSTACK_SCRIPT, self.marker or "", self.src, *args]
 
 
 class VipsTool(Tool):
@@ -706,6 +711,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the raw results here")
     p.add_argument("--avgstack-src", type=Path, default=REPO,
                    help="folder holding the avgstack package to benchmark (default: this checkout)")
+    p.add_argument("--baseline", type=Path,
+                   help="folder holding another avgstack package (e.g. `git archive REV avgstack | tar -x -C DIR`), "
+                        "run as tool 'avgstack (baseline)' alternating with the others")
     args = p.parse_args(argv)
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     if repeat < 1:
@@ -729,6 +737,15 @@ def main(argv: list[str] | None = None) -> int:
     if not (avgstack_src / "avgstack" / "__init__.py").exists():
         p.error(f"--avgstack-src {avgstack_src} has no avgstack package")
     tools, versions = build_tools({t.strip() for t in args.tools.split(",")} if args.tools else None)
+    if args.baseline is not None:
+        base_src = args.baseline.expanduser().resolve()
+        if not (base_src / "avgstack" / "__init__.py").exists():
+            p.error(f"--baseline {base_src} has no avgstack package")
+        compile_package(base_src)
+        base = AvgstackTool("avgstack (baseline)")
+        base.src = str(base_src)
+        tools.insert(1, base)
+        versions["avgstack (baseline)"] = str(base_src)
     cache = args.cache.expanduser().resolve()
     if REPO in cache.parents or cache == REPO:
         p.error(f"--cache {cache} is inside the repository; pick a folder outside it")
