@@ -83,6 +83,8 @@ class LibtiffDecoder(SegmentDecoder):
                  bigendian: bool) -> None:
         import imagecodecs
 
+        if not imagecodecs.TIFF.available:  # a build without libtiff
+            raise ImportError("imagecodecs has no libtiff")
         self._tiff_decode: Callable[..., Any] = imagecodecs.tiff_decode
         self.name = "libtiff"
         e = ">" if bigendian else "<"
@@ -135,7 +137,10 @@ class ImagecodecsDecoder(SegmentDecoder):
             "lzw": imagecodecs.lzw_decode, "deflate": imagecodecs.deflate_decode,
             "zstd": imagecodecs.zstd_decode, "packbits": imagecodecs.packbits_decode,
         }
-        self._decompress = decoders[CODECS[compression]]
+        codec = CODECS[compression]
+        if not getattr(imagecodecs, codec.upper()).available or (predictor == 2 and not imagecodecs.DELTA.available):
+            raise ImportError(f"imagecodecs has no {codec}")
+        self._decompress = decoders[codec]
         self._delta = imagecodecs.delta_decode if predictor == 2 else None
         self._swap = swap
         self.name = "imagecodecs"
