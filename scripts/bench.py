@@ -78,6 +78,7 @@ class Workload:
     name: str
     stack: StackSpec
     weights: tuple[float, ...] | None = None
+    startup: bool = False  # also time launch -> first read of an input (avgstack only)
 
 
 def _weights(n: int) -> tuple[float, ...]:
@@ -92,7 +93,9 @@ def build_workloads(quick: bool, huge: bool) -> dict[str, Workload]:
     lzw = StackSpec(f"lzw-tiled-{size4}", n, size4, size4, 4, "uint8", "lzw", True, tile=256)
     rgb16 = StackSpec(f"rgb16-deflate-{size4}", n, size4, size4, 3, "uint16", "deflate", True, rowsperstrip=32)
     hugestack = StackSpec(f"rgba8-{size30}", n, size30, size30, 4, "uint8", rowsperstrip=16)
+    small = StackSpec("rgba8-256", n, 256, 256, 4, "uint8", rowsperstrip=16)
     loads = [
+        Workload("startup" + suffix, small, startup=True),
         Workload("rgba8-6000" + suffix, rgba8),
         Workload("rgba8-6000-weighted" + suffix, rgba8, _weights(n)),
         Workload("lzw-tiled-4000" + suffix, lzw),
@@ -278,14 +281,22 @@ if not cv2.imwrite(out, res, [cv2.IMWRITE_TIFF_COMPRESSION, 1]):
 """
 
 FLOOR_SCRIPT = r"""
-import sys, json, os
+import sys, json, os, threading
 args = json.loads(sys.argv[1])
-buf = bytearray(8 << 20)
-mv = memoryview(buf)
-for f in args["files"]:
-    with open(f, "rb", buffering=0) as fh:
-        while fh.readinto(mv):
-            pass
+files, readers = args["files"], args["readers"]
+def read(part):
+    mv = memoryview(bytearray(8 << 20))
+    for f in part:
+        with open(f, "rb", buffering=0) as fh:
+            while fh.readinto(mv):
+                pass
+threads = [threading.Thread(target=read, args=(files[i::readers],)) for i in range(readers)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+mv = memoryview(bytearray(8 << 20))
+buf = mv
 left = args["out_bytes"]
 with open(args["out"], "wb", buffering=0) as fh:
     while left > 0:
@@ -310,12 +321,39 @@ class Tool:
     produces_image: bool = True
 
 
+# Runs ``python -m avgstack ARGS`` (the package in SRC first on sys.path, if SRC is
+# not empty) and writes the wall-clock time of the first open() of an input (an audit
+# hook) to MARKER, if MARKER is not empty: launch -> first read.
+AVGSTACK_SCRIPT = r"""
+import os, runpy, sys, time
+marker, src, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+if src:
+    sys.path.insert(0, src)
+inputs = {os.path.abspath(a) for a in args if os.path.isfile(a)}
+seen = []
+def hook(event, hook_args):
+    if event == "open" and not seen and isinstance(hook_args[0], str) and os.path.abspath(hook_args[0]) in inputs:
+        seen.append(time.time())
+        with open(marker, "w") as fh:
+            fh.write(repr(seen[0]))
+if marker:
+    sys.addaudithook(hook)
+sys.argv = ["avgstack", *args]
+runpy.run_module("avgstack", run_name="__main__", alter_sys=True)
+"""
+
+
 class AvgstackTool(Tool):
+    marker: str | None = None  # set for start-up workloads
+    src: str = ""  # another checkout's package folder (--baseline); "" for --avgstack-src
+
     def command(self, wl, files, out):
-        cmd = [sys.executable, "-m", "avgstack", "-o", out, *files]
+        args = ["-o", out, *files]
         if wl.weights is not None:
-            cmd.append("--weights=" + ",".join(repr(w) for w in wl.weights))
-        return cmd
+            args.append("--weights=" + ",".join(repr(w) for w in wl.weights))
+        if self.marker is None and not self.src:
+            return [sys.executable, "-m", "avgstack", *args]
+        return [sys.executable, "-c", AVGSTACK_SCRIPT, self.marker or "", self.src, *args]
 
 
 class VipsTool(Tool):
@@ -372,9 +410,12 @@ class FloorTool(Tool):
         self.fsync = fsync
         self.produces_image = False
 
+    readers = 1  # set per workload by fastest_readers()
+
     def command(self, wl, files, out):
         s = wl.stack
-        args = {"files": files, "out": out, "out_bytes": s.raw_frame_bytes, "fsync": self.fsync}
+        args = {"files": files, "out": out, "out_bytes": s.raw_frame_bytes, "fsync": self.fsync,
+                "readers": self.readers}
         return [sys.executable, "-c", FLOOR_SCRIPT, json.dumps(args)]
 
 
@@ -440,6 +481,9 @@ class Run:
     seconds: float
     maxrss: int  # bytes
     rc: int
+    launched: float = 0.0  # time.time() just before the child was spawned
+    cpu: float = 0.0  # user + system CPU seconds of the child (wait4)
+    first_read: float | None = None  # seconds from launch to the first read of an input
 
 
 @dataclass
@@ -460,6 +504,10 @@ class Result:
     def rss(self) -> float:
         return statistics.median(r.maxrss for r in self.runs)
 
+    @property
+    def cpu(self) -> float:
+        return statistics.median(r.cpu for r in self.runs)
+
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -475,13 +523,15 @@ import json, os, subprocess, sys, time
 for line in sys.stdin:
     job = json.loads(line)
     with open(job["log"], "wb") as err:
+        launched = time.time()
         t0 = time.perf_counter()
         proc = subprocess.Popen(job["cmd"], stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                                 env=job["env"], cwd=job["cwd"])
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    print(json.dumps({"seconds": seconds, "maxrss_kib": usage.ru_maxrss, "rc": proc.returncode}), flush=True)
+    print(json.dumps({"seconds": seconds, "maxrss_kib": usage.ru_maxrss, "rc": proc.returncode,
+                      "launched": launched, "cpu": usage.ru_utime + usage.ru_stime}), flush=True)
 """
 
 
@@ -503,7 +553,7 @@ class Runner:
             raise RuntimeError("bench runner died")
         r = json.loads(line)
         scale = 1 if sys.platform == "darwin" else 1024
-        return Run(r["seconds"], r["maxrss_kib"] * scale, r["rc"])
+        return Run(r["seconds"], r["maxrss_kib"] * scale, r["rc"], r["launched"], r["cpu"])
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -520,6 +570,47 @@ def warm(files: list[str]) -> float:
             while fh.readinto(mv):
                 pass
     return time.perf_counter() - t0
+
+
+def fastest_readers(files: list[str]) -> tuple[int, dict[int, float]]:
+    """How many parallel readers read the (cached) stack fastest here; the floor reads with that many."""
+    import threading
+
+    def read(part: list[str]) -> None:
+        mv = memoryview(bytearray(8 * MiB))
+        for f in part:
+            with open(f, "rb", buffering=0) as fh:
+                while fh.readinto(mv):
+                    pass
+
+    def timed(n: int) -> float:
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=read, args=(files[i::n],)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - t0
+
+    cores = os.cpu_count() or 1
+    counts = sorted({1, 2, cores, 2 * cores} - {0})
+    seconds = {n: min(timed(n) for _ in range(3)) for n in counts}
+    return min(seconds, key=seconds.__getitem__), seconds
+
+
+def compile_package(src: Path) -> None:
+    """Byte-compile the benchmarked package, as ``pip install`` does, so start-up is not spent compiling."""
+    import compileall
+
+    compileall.compile_dir(str(src / "avgstack"), quiet=1)
+
+
+def decoder_versions(src: Path) -> str:
+    """Which decoder avgstack uses for each TIFF codec, with library versions (from avgstack.reading.codecs)."""
+    code = "import avgstack.reading.codecs as c; print(c.describe())"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
+                       env=dict(os.environ, PYTHONPATH=str(src)))
+    return r.stdout.strip() if r.returncode == 0 else "n/a (this avgstack has no reading.codecs)"
 
 
 def _open_result(path: str) -> np.ndarray:
@@ -620,6 +711,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the raw results here")
     p.add_argument("--avgstack-src", type=Path, default=REPO,
                    help="folder holding the avgstack package to benchmark (default: this checkout)")
+    p.add_argument("--baseline", type=Path,
+                   help="folder holding another avgstack package (e.g. `git archive REV avgstack | tar -x -C DIR`), "
+                        "run as tool 'avgstack (baseline)' alternating with the others")
     args = p.parse_args(argv)
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     if repeat < 1:
@@ -643,6 +737,15 @@ def main(argv: list[str] | None = None) -> int:
     if not (avgstack_src / "avgstack" / "__init__.py").exists():
         p.error(f"--avgstack-src {avgstack_src} has no avgstack package")
     tools, versions = build_tools({t.strip() for t in args.tools.split(",")} if args.tools else None)
+    if args.baseline is not None:
+        base_src = args.baseline.expanduser().resolve()
+        if not (base_src / "avgstack" / "__init__.py").exists():
+            p.error(f"--baseline {base_src} has no avgstack package")
+        compile_package(base_src)
+        base = AvgstackTool("avgstack (baseline)")
+        base.src = str(base_src)
+        tools.insert(1, base)
+        versions["avgstack (baseline)"] = str(base_src)
     cache = args.cache.expanduser().resolve()
     if REPO in cache.parents or cache == REPO:
         p.error(f"--cache {cache} is inside the repository; pick a folder outside it")
@@ -669,6 +772,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         mem_available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
+    compile_package(avgstack_src)
+    versions["avgstack decoders"] = decoder_versions(avgstack_src)
     load_start = os.getloadavg()[0]
     runner = Runner(str(avgstack_src))
     baseline = runner.run([sys.executable, "-c", "pass"], outdir / "baseline.log", outdir)
@@ -680,6 +785,13 @@ def main(argv: list[str] | None = None) -> int:
         in_bytes = sum(os.path.getsize(f) for f in files)
         log(f"{wl.name}: {wl.stack.describe()}, {in_bytes / MiB:.0f} MiB on disk; warming page cache")
         log(f"  warm-up read: {warm(files):.2f} s")
+        floors = [t for t in tools if isinstance(t, FloorTool)]
+        if floors and not wl.startup:
+            readers, tried = fastest_readers(files)
+            for t in floors:
+                t.readers = readers
+            log("  cached read with N readers: " + ", ".join(f"{n}: {v:.2f} s" for n, v in tried.items()))
+            versions[f"floor readers ({wl.name})"] = f"{readers} (fastest of {', '.join(map(str, tried))})"
         res = {t.name: Result(wl.name, t.name) for t in tools}
         active = []
         for t in tools:
@@ -698,7 +810,14 @@ def main(argv: list[str] | None = None) -> int:
                 with contextlib.suppress(OSError):
                     os.unlink(out)
                 errlog = outdir / f"{wl.name}.{safe[t.name]}.log"
+                marker = outdir / "first-read.txt"
+                with contextlib.suppress(OSError):
+                    marker.unlink()
+                if isinstance(t, AvgstackTool):
+                    t.marker = str(marker) if wl.startup else None
                 run = runner.run(t.command(wl, files, out), errlog, outdir)
+                if isinstance(t, AvgstackTool) and wl.startup and marker.exists():
+                    run.first_read = float(marker.read_text()) - run.launched
                 if run.rc != 0:
                     tail = errlog.read_text(errors="replace").strip().splitlines()[-3:]
                     r.failed = f"exit {run.rc}: {' | '.join(tail)}"
@@ -707,7 +826,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 r.runs.append(run)
                 r.output = out
-                log(f"  run {rep + 1}/{repeat} {t.name}: {run.seconds:.2f} s, peak RSS {run.maxrss / MiB:.0f} MiB")
+                first = f", first read after {run.first_read:.3f} s" if run.first_read is not None else ""
+                log(f"  run {rep + 1}/{repeat} {t.name}: {run.seconds:.2f} s (CPU {run.cpu:.2f} s){first}, peak RSS {run.maxrss / MiB:.0f} MiB")
         ref = res.get("libvips")
         for t in active:
             r = res[t.name]
@@ -750,24 +870,33 @@ def print_report(loads, tools, results, machine, repeat, quick) -> None:
         print(f"| {k} | {v} |")
     print()
     print(f"Median of {repeat} run(s) per tool, tools alternating, page cache warm; "
-          "peak RSS from wait4() of each child. Ratios are tool / libvips (lower is better). "
-          "max |Δ| is the largest per-sample difference from the libvips output.")
+          "peak RSS from wait4() of each child. Ratios are tool / libvips and tool / the read+write+fsync "
+          "floor (lower is better). max |Δ| is the largest per-sample difference from the libvips output. "
+          "first read: seconds from launching avgstack to its first open() of an input (median). "
+          "CPU s: user + system seconds of the child (median), steadier than wall time on a busy machine.")
     print()
-    print("| workload | tool | wall s | (min–max) | peak RSS MiB | time vs libvips | RSS vs libvips | max \\|Δ\\| vs libvips |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| workload | tool | wall s | (min–max) | CPU s | peak RSS MiB | time vs libvips | time vs floor+fsync "
+          "| RSS vs libvips | max \\|Δ\\| vs libvips | first read s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for wl in loads:
         ref = by.get((wl.name, "libvips"))
         ref_ok = ref is not None and ref.runs and not ref.failed
+        floor = by.get((wl.name, "floor: read+write+fsync"))
+        floor_ok = floor is not None and floor.runs and not floor.failed
         for t in tools:
             r = by[(wl.name, t.name)]
             if r.skipped or r.failed or not r.runs:
                 note = r.skipped or (f"failed: {r.failed}" if r.failed else "no runs")
-                print(f"| {wl.name} | {t.name} | {note} | | | | | |")
+                print(f"| {wl.name} | {t.name} | {note} | | | | | | | | |")
                 continue
             tr = f"{r.seconds / ref.seconds:.2f}x" if ref_ok else ""
+            fr = f"{r.seconds / floor.seconds:.2f}x" if floor_ok else ""
             mr = f"{r.rss / ref.rss:.2f}x" if ref_ok else ""
             lo, hi = min(x.seconds for x in r.runs), max(x.seconds for x in r.runs)
-            print(f"| {wl.name} | {t.name} | {r.seconds:.2f} | {lo:.2f}–{hi:.2f} | {r.rss / MiB:.0f} | {tr} | {mr} | {r.diff} |")
+            firsts = [x.first_read for x in r.runs if x.first_read is not None]
+            first = f"{statistics.median(firsts):.3f}" if firsts else ""
+            print(f"| {wl.name} | {t.name} | {r.seconds:.2f} | {lo:.2f}–{hi:.2f} | {r.cpu:.2f} | {r.rss / MiB:.0f} | {tr} | {fr} "
+                  f"| {mr} | {r.diff} | {first} |")
     print()
     print("Workloads:")
     for wl in loads:

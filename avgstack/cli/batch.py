@@ -32,11 +32,6 @@ from ..errors import UsageError
 from ..planning import parse_size
 from ..writing.tiff import COMPRESSIONS
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 __all__ = ["BatchJob", "load_batch", "is_up_to_date"]
 
 _OPTION_KEYS = {"weights", "dtype", "compression", "tile", "max_memory", "threads"}
@@ -98,6 +93,10 @@ def load_batch(path: str) -> list[BatchJob]:
     UsageError
         The file cannot be read, is not TOML, or has an invalid key or value.
     """
+    if sys.version_info >= (3, 11):  # imported here: only --batch needs it (start-up time)
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)

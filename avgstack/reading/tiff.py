@@ -21,6 +21,7 @@ import tifffile
 
 from ..errors import BudgetError, InputError, ReadError, UnsupportedInputError
 from ..windows import Band
+from . import codecs
 from .base import ImageInfo, Source
 from .files import FilePool
 from .header_base import HeaderError
@@ -221,8 +222,18 @@ class TiffSource(Source):
                 f"{name}: damaged TIFF: strip/tile {big} declares {max_count} bytes, more than the "
                 f"{limit} a {seg_bytes}-byte strip/tile could need"
             )
-        scratch = 0 if self._direct else seg_bytes + max_count
         self._compression = compression
+        # the fastest bit-exact decoder for this codec (codecs.py); None: tifffile's own
+        self._fast = None if self._direct else codecs.choose(
+            compression, int(p.predictor), dtype, bits, int(p.fillorder), contig, self._seg_w,
+            p.parent.byteorder == ">",
+        )
+        self._max_read = max_count
+        self._seg_shape = (self._seg_h, self._seg_w, contig)
+        self._tiled = bool(p.is_tiled)
+        self._seg_bytes = seg_bytes
+        head = self._fast.head if self._fast is not None else 0
+        scratch = 0 if self._direct else _align(seg_bytes) + head + self._max_read
 
         orientation = p.tags.valueof(274, 1)
         metadata: dict[str, Any] = {
@@ -334,45 +345,87 @@ class TiffSource(Source):
         return total
 
     def _read_segments(self, fd: int, band: Band, out: np.ndarray) -> int:
-        """Any layout: decode each strip or tile overlapping the band."""
+        """Any layout: decode each strip or tile overlapping the band.
+
+        With a fast decoder (codecs.py) each segment is read into this thread's
+        scratch and decoded straight into ``out`` when it covers whole rows of
+        it (full strips), else into the scratch's segment array and copied; no
+        allocation per segment. A segment the fast decoder rejects is decoded
+        again by tifffile, which decides whether it is corrupt.
+        """
         info = self.info
-        first, last = band.start // self._seg_h, (band.stop - 1) // self._seg_h
+        fast = self._fast
+        seg_h, seg_w, across = self._seg_h, self._seg_w, self._across
+        first, last = band.start // seg_h, (band.stop - 1) // seg_h
+        if fast is not None:
+            head = fast.head
+            buf = codecs.scratch(self.pool, _align(self._seg_bytes) + head + self._max_read)
+            segment = np.frombuffer(buf, info.dtype, self._seg_bytes // info.dtype.itemsize).reshape(self._seg_shape)
+            data = memoryview(buf)[_align(self._seg_bytes) :]
+            # full-width strips of a contiguous band decode straight into it
+            into_out = across == 1 and self._planes == 1 and out.flags.c_contiguous
+            flat_seg = segment if segment.shape[2] > 1 else segment[:, :, 0]
         total = 0
         for plane in range(self._planes):
             channels = slice(plane, plane + 1) if self._planes > 1 else slice(None)
             for row in range(first, last + 1):
-                top = row * self._seg_h
-                r0, r1 = max(band.start, top), min(band.stop, top + self._seg_h)
-                for col in range(self._across):
-                    index = plane * self._per_plane + row * self._across + col
-                    left = col * self._seg_w
-                    w = min(self._seg_w, info.width - left)
+                top = row * seg_h
+                r0, r1 = max(band.start, top), min(band.stop, top + seg_h)
+                # rows stored in this segment: tiles are stored whole, the last strip is short
+                stored = seg_h if self._tiled else min(seg_h, info.height - top)
+                for col in range(across):
+                    index = plane * self._per_plane + row * across + col
+                    left = col * seg_w
+                    w = min(seg_w, info.width - left)
                     dst = out[r0 - band.start : r1 - band.start, left : left + w, channels]
                     count = int(self._counts[index])
                     if count == 0:
                         dst[...] = self._fill  # sparse file: missing segments read as NoData or 0
                         continue
-                    data = os.pread(fd, count, int(self._offsets[index]))
-                    if len(data) < count:
-                        raise ReadError(
-                            f"{info.name}: truncated file: strip/tile {index} ends early"
-                        )
+                    offset = int(self._offsets[index])
                     total += count
-                    self._check_payload(data, index)
-                    try:
-                        segment, _, _ = self._decode(data, index, **self._decodeargs)
-                    except Exception as err:  # noqa: BLE001 - codecs raise many types
-                        raise ReadError(
-                            f"{info.name}: corrupt data in strip/tile {index} ({err})"
-                        ) from err
-                    if segment is None:
-                        dst[...] = self._fill
+                    if fast is None or count > self._max_read:
+                        self._decode_slow(os.pread(fd, count, offset), index, dst, r0 - top, r1 - top, w)
                         continue
-                    segment = segment.reshape(segment.shape[-3:])
-                    if segment.shape[0] < r1 - top or segment.shape[1] < w:
-                        raise ReadError(f"{info.name}: corrupt data in strip/tile {index} (too short)")
-                    dst[...] = segment[r0 - top : r1 - top, :w]
+                    self._pread_into(fd, data[head : head + count], offset)
+                    whole = into_out and r0 == top and r1 == top + stored
+                    if whole:
+                        target = out[r0 - band.start : r1 - band.start]
+                        if target.shape[2] == 1:
+                            target = target[:, :, 0]
+                    else:
+                        target = flat_seg[:stored]
+                    try:
+                        fast.decode(data, count, target)
+                    except Exception:  # noqa: BLE001 - let tifffile judge the segment
+                        self._decode_slow(bytes(data[head : head + count]), index, dst, r0 - top, r1 - top, w)
+                        continue
+                    if not whole:
+                        dst[...] = segment[r0 - top : r1 - top, :w]
         return total
+
+    def _decode_slow(self, data: bytes, index: int, dst: np.ndarray, y0: int, y1: int, w: int) -> None:
+        """Decode one segment with tifffile's own decoder and copy rows ``y0:y1``, columns ``:w`` into ``dst``."""
+        name = self.info.name
+        if len(data) < int(self._counts[index]):
+            raise ReadError(f"{name}: truncated file: strip/tile {index} ends early")
+        self._check_payload(data, index)
+        try:
+            segment: Any = self._decode(data, index, **self._decodeargs)[0]
+        except Exception as err:  # noqa: BLE001 - codecs raise many types
+            raise ReadError(f"{name}: corrupt data in strip/tile {index} ({err})") from err
+        if segment is None:
+            dst[...] = self._fill
+            return
+        segment = segment.reshape(segment.shape[-3:])
+        if segment.shape[0] < y1 or segment.shape[1] < w:
+            raise ReadError(f"{name}: corrupt data in strip/tile {index} (too short)")
+        dst[...] = segment[y0:y1, :w]
+
+
+def _align(n: int) -> int:
+    """``n`` rounded up to a multiple of 64 (keeps the compressed data after the segment cache-aligned)."""
+    return (n + 63) & ~63
 
 
 def _open_page(path: str, page: int, name: str, table_limit: int) -> tifffile.TiffPage:
