@@ -31,7 +31,7 @@ from ..tasks import Workspace
 from ..windows import Band, cover
 from ..writing.sinks import OUTPUT_BANDS, Sink, TiffSink
 from .connect import check_workers, scheduler_name, wait_for_workers
-from .remote import RemoteStack, TaskResult, run_task
+from .remote import RemoteStack, TaskResult, hold, run_task
 
 __all__ = ["IN_FLIGHT_PER_THREAD", "TASKS_PER_THREAD", "ClusterEngine", "task_buffers"]
 
@@ -176,7 +176,8 @@ class ClusterEngine:
     def _results(self, encoding: Any, progress: ProgressCallback | None) -> Iterator[TaskResult]:
         client, bands = self.client, self.plan.bands
         count, token = self.stack.count, uuid.uuid4().hex[:8]
-        [remote] = client.scatter([self.remote], broadcast=True, hash=False)
+        # the inputs' descriptions as a task, not scattered data: Dask recomputes it when workers die
+        remote = client.submit(hold, self.remote, key=f"avgstack-inputs-{token}", pure=False)
         geometry = geometry_of(self.stack)
         pending: deque[Any] = deque()
 

@@ -83,6 +83,11 @@ def run_task(stack: RemoteStack, band: Band, spec: ReduceSpec, geometry: Geometr
     return TaskResult(band, None, chunks, result.clipped, result.bytes_read)
 
 
+def hold(stack: RemoteStack) -> RemoteStack:
+    """The inputs' descriptions, as the result of a task that every band task depends on."""
+    return stack
+
+
 def look(paths: list[str]) -> tuple[str, list[Any]]:
     """On a worker: avgstack's version, and each path's size or what is wrong with it."""
     from .. import __version__
