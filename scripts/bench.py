@@ -783,7 +783,11 @@ def dask_cluster(workers: int, folder: Path, pythonpath: str):
         for proc in reversed(procs):
             proc.terminate()
         for proc in procs:
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def bench_dask(loads, cache: Path, outdir: Path, runner: Runner, repeat: int, avgstack_src: Path) -> int:

@@ -286,7 +286,11 @@ def scheduler_file(tmp_path_factory):
         for proc in reversed(procs):
             proc.terminate()
         for proc in procs:
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def test_cli_with_scheduler_file(scheduler_file, tmp_path, rng):

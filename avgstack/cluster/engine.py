@@ -170,8 +170,7 @@ class ClusterEngine:
         """Yield the output's strips or tiles, encoded on the workers, in file order."""
         assert isinstance(self.sink, TiffSink)
         for result in self._results(self.sink.encoding(), progress):
-            assert result.chunks is not None
-            yield from result.chunks
+            yield from result.chunks()
 
     def _results(self, encoding: Any, progress: ProgressCallback | None) -> Iterator[TaskResult]:
         client, bands = self.client, self.plan.bands

@@ -7,7 +7,7 @@ them by reference; workers import the same avgstack.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,13 +60,26 @@ class RemoteStack:
 
 @dataclass(frozen=True)
 class TaskResult:
-    """One band's result: rows, or their encoded strips/tiles, and the statistics."""
+    """One band's result: rows, or their encoded strips/tiles, and the statistics.
+
+    Encoded strips/tiles travel as one uint8 array (``encoded``) and their
+    sizes, which Dask sends without pickling a copy; :meth:`chunks` cuts them.
+    """
 
     band: Band
     rows: np.ndarray | None
-    chunks: list[bytes] | None
+    encoded: np.ndarray | None
+    sizes: tuple[int, ...]
     clipped: int
     bytes_read: int
+
+    def chunks(self) -> Iterator[bytes]:
+        """The encoded strips or tiles, in file order."""
+        assert self.encoded is not None
+        start = 0
+        for size in self.sizes:
+            yield self.encoded[start : start + size].tobytes()
+            start += size
 
 
 def run_task(stack: RemoteStack, band: Band, spec: ReduceSpec, geometry: Geometry, encoding: Any) -> TaskResult:
@@ -75,12 +88,21 @@ def run_task(stack: RemoteStack, band: Band, spec: ReduceSpec, geometry: Geometr
         result = run_band(BandTask(stack.refs, band, spec, geometry))
     except AvgstackError as err:
         raise stack.rename(err) from None
+    stats = (result.clipped, result.bytes_read)
     if encoding is None:
-        return TaskResult(band, result.rows, None, result.clipped, result.bytes_read)
+        return TaskResult(band, result.rows, None, (), result.clipped, result.bytes_read)
     from ..writing.tiff import encode_band
 
     chunks = encode_band(result.rows, encoding)
-    return TaskResult(band, None, chunks, result.clipped, result.bytes_read)
+    del result
+    sizes = tuple(len(c) for c in chunks)
+    encoded = np.empty(sum(sizes), np.uint8)
+    start = 0
+    for chunk in chunks:
+        encoded[start : start + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        start += len(chunk)
+    del chunks
+    return TaskResult(band, None, encoded, sizes, stats[0], stats[1])
 
 
 def hold(stack: RemoteStack) -> RemoteStack:
