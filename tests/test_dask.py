@@ -175,8 +175,11 @@ class _Check:
     def __init__(self, seen):
         self.seen = seen
 
-    def run(self, function, *args):
+    def run(self, function, *args, on_error="raise"):
         return {"tcp://w1:1": (avgstack.__version__, self.seen)}
+
+    def run_on_scheduler(self, function, *args):
+        return avgstack.__version__, []
 
 
 def test_workers_that_do_not_see_inputs_are_refused(tmp_path, rng):
@@ -327,3 +330,15 @@ def test_cli_unreachable_scheduler_exit_2(tmp_path, rng):
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [(f"avgstack: error: {tmp_path / 'missing.json'}: no such scheduler file "
                                         "(--scheduler-file)")]
+
+
+def test_workers_without_avgstack_are_refused(tmp_path, rng):
+    paths = _stack(tmp_path, rng, count=1)
+
+    class NoPackage(_Check):
+        def run(self, function, *args, on_error="raise"):
+            assert on_error == "return"
+            return {"tcp://w1:1": ModuleNotFoundError("No module named 'avgstack'")}
+
+    with pytest.raises(avgstack.ClusterError, match=r"worker tcp://w1:1 cannot run avgstack .*avgstack\[dask\]"):
+        cluster_connect.check_workers(NoPackage([]), paths, paths)

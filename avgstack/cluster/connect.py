@@ -99,7 +99,8 @@ def wait_for_workers(client: Any, timeout: float = WORKER_TIMEOUT) -> dict[str, 
 
 
 def check_workers(client: Any, paths: Sequence[str], names: Sequence[str]) -> None:
-    """Check that every worker runs this avgstack and sees each input at its path with its size.
+    """Check that the scheduler and every worker run this avgstack, and workers see each input at its path
+    with its size.
 
     ``paths`` are absolute (page suffixes removed), ``names`` as given, for messages.
 
@@ -116,18 +117,24 @@ def check_workers(client: Any, paths: Sequence[str], names: Sequence[str]) -> No
     where = scheduler_name(client)
     sizes = [os.stat(p).st_size for p in paths]
     try:
-        seen = client.run(look, list(paths))
-    except (ImportError, AttributeError) as err:
-        raise ClusterError(
-            f"{where}: Dask workers cannot run avgstack ({type(err).__name__}: {err}); "
-            f"install the same avgstack on the workers ({EXTRA})"
-        ) from err
+        seen = client.run(look, list(paths), on_error="return")
+        try:  # the scheduler unpickles the tasks, so it needs avgstack too
+            seen["the scheduler"] = client.run_on_scheduler(look, [])
+        except Exception as err:  # noqa: BLE001 - whatever failed there, it is reported as it is
+            seen["the scheduler"] = err
     except (OSError, TimeoutError) as err:
         raise ClusterError(f"{where}: lost the Dask scheduler ({err})") from err
-    for worker, (version, theirs) in sorted(seen.items()):
+    for worker, answer in sorted(seen.items()):
+        who = worker if worker == "the scheduler" else f"Dask worker {worker}"
+        if isinstance(answer, BaseException):
+            raise ClusterError(
+                f"{where}: {who} cannot run avgstack ({answer}); "
+                f"install the same avgstack on the scheduler and the workers ({EXTRA})"
+            )
+        version, theirs = answer
         if version != __version__:
             raise ClusterError(
-                f"{where}: worker {worker} runs avgstack {version}, this machine {__version__}; "
+                f"{where}: {who} runs avgstack {version}, this machine {__version__}; "
                 "install the same version everywhere"
             )
         for name, size, their in zip(names, sizes, theirs):
