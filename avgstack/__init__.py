@@ -13,6 +13,7 @@ from .executor import Progress
 from .errors import (
     AvgstackError,
     BudgetError,
+    ClusterError,
     IncompatibleInputsError,
     InputError,
     OutputError,
@@ -39,6 +40,7 @@ __all__ = [
     "IncompatibleInputsError",
     "OutputError",
     "BudgetError",
+    "ClusterError",
     "ProcessingError",
     "ReadError",
     "WriteError",

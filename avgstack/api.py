@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from .engine import Engine, ProgressCallback, clock, layout_of, reduce_spec
-from .job import FileJob, JobPlan, Report, warn_clipped
+from .engine import ProgressCallback, clock, layout_of, reduce_spec
+from .job import FileJob, JobPlan, Report, make_engine, warn_clipped
 from .options import JobOptions, default_threads
 from .planning import format_size
 from .reading import InputSpec
@@ -30,6 +31,7 @@ def average(
     max_memory: int | str | None = None,
     threads: int | None = None,
     progress: ProgressCallback | None = None,
+    client: Any = None,
 ) -> np.ndarray:
     """Average a stack of images into an array laid out as ``cv2.imread(..., IMREAD_UNCHANGED)`` returns it.
 
@@ -50,6 +52,10 @@ def average(
         Worker threads.
     progress : callable, optional
         Called with a :class:`~avgstack.Progress` as the work advances.
+    client : distributed.Client, optional
+        Run the bands as tasks on this Dask cluster (its workers must see the
+        input files at the same paths); the result is bit-identical to a
+        local run. ``max_memory`` then bounds each task and this process.
 
     Returns
     -------
@@ -69,12 +75,13 @@ def average(
     >>> avgstack.average([a, b])[0, 0].tolist()
     [2, 2, 2]
     """
-    options = JobOptions.create(weights, dtype=dtype, max_memory=max_memory, threads=threads)
+    options = JobOptions.create(weights, dtype=dtype, max_memory=max_memory, threads=threads, client=client)
     specs = stack_inputs(inputs)
     options.with_count(len(specs))
-    with Stack(specs, options.dtype, options.max_memory) as stack:
+    with contextlib.ExitStack() as exit:
+        stack = exit.enter_context(Stack(specs, options.dtype, options.max_memory))
         sink = ArraySink(layout_of(stack))
-        engine = Engine(stack, reduce_spec(stack, options.weights), sink, options.max_memory, options.threads)
+        engine = make_engine(exit, stack, reduce_spec(stack, options.weights), sink, options)
         plan = engine.plan
         log.debug("plan: %d bands of %d rows, %s", len(plan.bands), plan.band_height, format_size(plan.memory))
         result = sink.result(plan)
@@ -84,9 +91,10 @@ def average(
         return to_opencv_layout(result, stack.info.photometric)
 
 
-def _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads) -> FileJob:
+def _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, client) -> FileJob:
     options = JobOptions.create(
-        weights, dtype=dtype, max_memory=max_memory, threads=threads, compression=compression, tile=tile
+        weights, dtype=dtype, max_memory=max_memory, threads=threads, compression=compression, tile=tile,
+        client=client,
     )
     return FileJob(stack_inputs(inputs), out, options)
 
@@ -101,13 +109,14 @@ def plan_to_file(
     compression: str | None = None,
     tile: int | None = None,
     threads: int | None = None,
+    client: Any = None,
 ) -> JobPlan:
     """Check a job from headers and return its plan without reading pixels or writing anything.
 
     Takes the arguments of :func:`average_to_file` and raises the same errors
     it would raise before processing.
     """
-    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads) as job:
+    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, client) as job:
         return job.describe()
 
 
@@ -122,6 +131,7 @@ def average_to_file(
     tile: int | None = None,
     threads: int | None = None,
     progress: ProgressCallback | None = None,
+    client: Any = None,
 ) -> Report:
     """Average a stack and stream the result to ``out``, replacing it atomically.
 
@@ -131,8 +141,10 @@ def average_to_file(
 
     Parameters
     ----------
-    inputs, weights, dtype, max_memory, threads, progress
-        As for :func:`average`.
+    inputs, weights, dtype, max_memory, threads, progress, client
+        As for :func:`average`. With ``client``, workers encode the strips or
+        tiles and this process writes them in row order; the file is
+        byte-identical to a local run's.
     out : str or path-like
         Output file; written to a temporary file beside it and renamed over it
         only on success. Never an input.
@@ -148,5 +160,5 @@ def average_to_file(
         Shape, dtype, frames, seconds, peak memory, clipped samples, ...
     """
     start = clock()
-    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads) as job:
+    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, client) as job:
         return job.run(progress, start)

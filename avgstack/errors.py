@@ -20,6 +20,7 @@ __all__ = [
     "ProcessingError",
     "ReadError",
     "WriteError",
+    "ClusterError",
 ]
 
 
@@ -75,3 +76,10 @@ class ReadError(ProcessingError):
 
 class WriteError(ProcessingError):
     """The output could not be written (disk full, I/O error)."""
+
+
+class ClusterError(AvgstackError):
+    """The Dask cluster cannot be used: no scheduler, no workers, workers that cannot see the inputs
+    or import avgstack, or the ``avgstack[dask]`` extra is missing (found before processing)."""
+
+    exit_code = 2

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from .stack import Stack, stack_inputs
 from .writing.atomic import atomic_output, check_output
 from .writing.sinks import TiffSink, choose_sink
 
-__all__ = ["FileJob", "JobPlan", "Report", "default_threads", "warn_clipped"]
+__all__ = ["FileJob", "JobPlan", "Report", "default_threads", "warn_clipped", "make_engine"]
 
 log = logging.getLogger("avgstack")
 
@@ -157,6 +157,7 @@ class JobPlan:
     read_bytes: int
     write_bytes: int
     passes: int = 1
+    cluster: str | None = None
 
     def lines(self) -> list[str]:
         """The plan, for people."""
@@ -174,7 +175,18 @@ class JobPlan:
             f"memory: {format_size(self.memory)} of pixel buffers (budget {format_size(self.budget)})",
             f"read: {format_size(self.read_bytes)}; write: {format_size(self.write_bytes)}"
             + (" before compression" if self.compression != "none" else ""),
+            *([f"cluster: {self.cluster}"] if self.cluster else []),
         ]
+
+
+def make_engine(exit: contextlib.ExitStack, stack: Stack, spec: Any, sink: Any, options: JobOptions) -> Any:
+    """The engine that runs a job: local threads, or a Dask cluster (its client closed by ``exit``)."""
+    if not options.distributed:
+        return Engine(stack, spec, sink, options.max_memory, options.threads)
+    from .cluster import ClusterEngine, open_client
+
+    client = exit.enter_context(open_client(options))
+    return ClusterEngine(client, stack, spec, sink, options.max_memory)
 
 
 class FileJob:
@@ -202,17 +214,18 @@ class FileJob:
         self.budget = options.max_memory
         specs = stack_inputs(inputs)
         options.with_count(len(specs))
-        self.stack = Stack(specs, options.dtype, options.max_memory)
+        self._exit = contextlib.ExitStack()
+        self.stack = self._exit.enter_context(Stack(specs, options.dtype, options.max_memory))
         try:
             stack = self.stack
             self.sink = choose_sink(self.out, layout_of(stack), compression=options.compression, tile=options.tile)
             self.paths = [split_page_suffix(os.fspath(i))[0] for i in specs if not isinstance(i, np.ndarray)]
             check_output(self.out, self.paths)
             self.spec = reduce_spec(stack, options.weights, options.method, **options.params)
-            self.engine = Engine(stack, self.spec, self.sink, self.budget, options.threads)
+            self.engine = make_engine(self._exit, stack, self.spec, self.sink, options)
             self.plan, self.threads = self.engine.plan, self.engine.threads
         except BaseException:
-            self.stack.close()
+            self._exit.close()
             raise
 
     def describe(self) -> JobPlan:
@@ -243,6 +256,7 @@ class FileJob:
             read_bytes=read * self.engine.passes,
             write_bytes=sink.layout.frame_bytes,
             passes=self.engine.passes,
+            cluster=self.engine.describe() if self.options.distributed else None,
         )
 
     def run(self, progress: ProgressCallback | None = None, start: float | None = None) -> Report:
@@ -256,7 +270,10 @@ class FileJob:
         )
         target = self.sink.result(plan)
         with atomic_output(self.out) as fh:
-            written = self.sink.write(fh, engine.bands(target, progress), plan, threads)
+            if self.options.distributed and isinstance(self.sink, TiffSink):
+                written = self.sink.write_encoded(fh, engine.chunks(progress))  # type: ignore[union-attr]
+            else:
+                written = self.sink.write(fh, engine.bands(target, progress), plan, threads)
         del target
         stats = engine.stats
         warn_clipped(stats.clipped, stack.out_dtype)
@@ -280,8 +297,8 @@ class FileJob:
         return report
 
     def close(self) -> None:
-        """Release every input."""
-        self.stack.close()
+        """Release every input (and the Dask client the job connected)."""
+        self._exit.close()
 
     def __enter__(self) -> "FileJob":
         return self

@@ -96,6 +96,25 @@ def _check_tile(tile: Any) -> int | None:
     return int(tile)
 
 
+def _check_scheduler(address: Any, path: Any, client: Any) -> dict[str, Any]:
+    given = [name for name, value in (("scheduler_address", address), ("scheduler_file", path), ("client", client))
+             if value is not None]
+    if len(given) > 1:
+        raise UsageError(
+            f"give at most one of {' and '.join(given)} (client / --scheduler-address / --scheduler-file)"
+        )
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise UsageError(f"scheduler_address (--scheduler-address) must be an address such as "
+                         f"tcp://host:8786, got {address!r}")
+    if path is not None:
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+            raise UsageError(f"scheduler_file (--scheduler-file) must be a path, got {path!r}")
+        path = os.fspath(path)
+    if client is not None and not (hasattr(client, "submit") and hasattr(client, "scheduler_info")):
+        raise UsageError(f"client must be a distributed.Client, got {type(client).__name__}")
+    return {"scheduler_address": address, "scheduler_file": path, "client": client}
+
+
 @dataclass(frozen=True)
 class JobOptions:
     """Everything a job is asked to do besides its inputs and output, validated once.
@@ -121,6 +140,12 @@ class JobOptions:
         What to compute (``'mean'``).
     params : mapping
         Method parameters.
+    scheduler_address : str or None
+        Dask scheduler to run on (``tcp://host:8786``), or None.
+    scheduler_file : str or None
+        Dask scheduler file (written by ``dask scheduler --scheduler-file``), or None.
+    client : distributed.Client or None
+        A connected Dask client (API only); at most one of the three is set.
     """
 
     weights: tuple[float, ...] | None = None
@@ -131,6 +156,9 @@ class JobOptions:
     tile: int | None = None
     method: str = "mean"
     params: Mapping[str, Any] = field(default_factory=dict)
+    scheduler_address: str | None = None
+    scheduler_file: str | None = None
+    client: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
     def create(
@@ -143,6 +171,9 @@ class JobOptions:
         compression: str | None = None,
         tile: Any = None,
         method: str | None = None,
+        scheduler_address: str | None = None,
+        scheduler_file: str | os.PathLike[str] | None = None,
+        client: Any = None,
         **params: Any,
     ) -> "JobOptions":
         """Validate raw option values (as given to the API) into options."""
@@ -162,12 +193,16 @@ class JobOptions:
             tile=_check_tile(tile),
             method=method or "mean",
             params=dict(params),
+            **_check_scheduler(scheduler_address, scheduler_file, client),
         )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "JobOptions":
         """Options from a mapping of option names (absent or None means default)."""
-        known = {"weights", "dtype", "max_memory", "threads", "compression", "tile", "method"}
+        known = {
+            "weights", "dtype", "max_memory", "threads", "compression", "tile", "method",
+            "scheduler_address", "scheduler_file", "client",
+        }
         unknown = set(values) - known
         if unknown:
             raise UsageError(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -186,6 +221,11 @@ class JobOptions:
     def weighted(self) -> bool:
         """Whether a weighted sum is asked for."""
         return self.weights is not None
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the job runs on a Dask cluster."""
+        return self.client is not None or self.scheduler_address is not None or self.scheduler_file is not None
 
     def sequence_weights(self) -> Sequence[float] | None:
         """Weights as a list, or None."""

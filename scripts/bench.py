@@ -11,8 +11,14 @@ Examples::
     python scripts/bench.py --quick                       # CI smoke run, ~1000x1000
     python scripts/bench.py --workloads rgba8-6000,lzw-tiled-4000 --repeat 3
     python scripts/bench.py --huge --workloads huge-30000 --repeat 1
+    python scripts/bench.py --dask                        # 6000x6000 stacks on 1 and 2 local Dask workers
 
-Extras: ``pip install .[bench]`` (pyvips, pyvips-binary, psutil). Tools that
+``--dask`` starts ``dask scheduler`` and 1, then 2, ``dask worker`` processes (one thread
+each) on this machine, runs avgstack with ``--scheduler-file`` against them, and reports
+the wall time, the scaling and the client's peak RSS (the workers' memory is their own),
+and whether each output is byte-identical to the local run's.
+
+Extras: ``pip install .[bench]`` (pyvips, pyvips-binary, psutil); ``.[dask]`` for ``--dask``. Tools that
 are missing are reported as such, not silently dropped.
 """
 
@@ -714,6 +720,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", type=Path,
                    help="folder holding another avgstack package (e.g. `git archive REV avgstack | tar -x -C DIR`), "
                         "run as tool 'avgstack (baseline)' alternating with the others")
+    p.add_argument("--dask", action="store_true",
+                   help="run the 6000x6000 workloads on 1 and 2 local Dask workers (see above)")
     args = p.parse_args(argv)
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     if repeat < 1:
@@ -732,6 +740,8 @@ def main(argv: list[str] | None = None) -> int:
         loads = [all_loads[n] for n in names]
     else:
         loads = list(all_loads.values())
+        if args.dask:
+            loads = [wl for wl in loads if wl.name.startswith("rgba8-")]
 
     avgstack_src = args.avgstack_src.expanduser().resolve()
     if not (avgstack_src / "avgstack" / "__init__.py").exists():
@@ -776,6 +786,11 @@ def main(argv: list[str] | None = None) -> int:
     versions["avgstack decoders"] = decoder_versions(avgstack_src)
     load_start = os.getloadavg()[0]
     runner = Runner(str(avgstack_src))
+    if args.dask:
+        try:
+            return bench_dask(loads, cache, outdir, runner, repeat, avgstack_src)
+        finally:
+            runner.close()
     baseline = runner.run([sys.executable, "-c", "pass"], outdir / "baseline.log", outdir)
     versions["RSS of an empty python child"] = f"{baseline.maxrss / MiB:.0f} MiB (included in every row)"
     results: list[Result] = []
@@ -856,6 +871,112 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps([
             {"workload": r.workload, "tool": r.tool, "skipped": r.skipped, "failed": r.failed, "diff": r.diff,
              "runs": [r_.__dict__ for r_ in r.runs]} for r in results], indent=1))
+    return 1 if bad else 0
+
+
+@contextlib.contextmanager
+def dask_cluster(workers: int, folder: Path, pythonpath: str):
+    """A ``dask scheduler`` and ``workers`` one-thread ``dask worker`` processes; yields the scheduler file."""
+    import distributed
+
+    path = folder / f"scheduler-{workers}.json"
+    with contextlib.suppress(OSError):
+        path.unlink()
+    env = dict(os.environ, PYTHONPATH=pythonpath + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    quiet = {"env": env, "cwd": folder, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    dask = [sys.executable, "-m", "dask"]
+    procs = [subprocess.Popen([*dask, "scheduler", "--scheduler-file", str(path), "--port", "0", "--no-dashboard"],
+                              **quiet)]
+    try:
+        deadline = time.monotonic() + 60
+        while not path.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("dask scheduler did not start")
+            time.sleep(0.1)
+        for _ in range(workers):
+            procs.append(subprocess.Popen([*dask, "worker", "--scheduler-file", str(path), "--nthreads", "1",
+                                           "--no-dashboard", "--memory-limit", "0"], **quiet))
+        with distributed.Client(scheduler_file=str(path), set_as_default=False) as client:
+            client.wait_for_workers(workers, timeout=60)
+        yield str(path)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def bench_dask(loads, cache: Path, outdir: Path, runner: Runner, repeat: int, avgstack_src: Path) -> int:
+    """Local run, then 1 and 2 Dask workers: wall time, scaling, client peak RSS, identical bytes."""
+    import hashlib
+
+    def digest(path: str) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(8 * MiB), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    rows, bad = [], False
+    tool = AvgstackTool("avgstack")
+    for wl in loads:
+        files = ensure_stack(cache, wl.stack)
+        log(f"{wl.name}: {wl.stack.describe()}; warming page cache")
+        log(f"  warm-up read: {warm(files):.2f} s")
+        setups = [("local threads", None, 0)] + [(f"dask, {n} worker(s)", n, n) for n in (1, 2)]
+        reference = None
+        for label, workers, _ in setups:
+            out = str(outdir / f"{wl.name}.dask{workers or 0}.tif")
+            with contextlib.ExitStack() as stack:
+                extra = []
+                if workers:
+                    extra = ["--scheduler-file", stack.enter_context(dask_cluster(workers, outdir, str(avgstack_src)))]
+                runs = []
+                for rep in range(repeat):
+                    with contextlib.suppress(OSError):
+                        os.unlink(out)
+                    cmd = [*tool.command(wl, files, out), *extra]
+                    run = runner.run(cmd, outdir / f"{wl.name}.dask{workers or 0}.log", outdir)
+                    if run.rc != 0:
+                        log(f"  {label}: FAILED exit {run.rc}")
+                        bad = True
+                        break
+                    runs.append(run)
+                    log(f"  run {rep + 1}/{repeat} {label}: {run.seconds:.2f} s, client peak RSS "
+                        f"{run.maxrss / MiB:.0f} MiB")
+            if not runs:
+                rows.append((wl.name, label, None, None, "failed"))
+                continue
+            same = digest(out)
+            if reference is None:
+                reference, identical = same, "reference"
+            else:
+                identical = "yes" if same == reference else "NO"
+                bad = bad or same != reference
+            rows.append((wl.name, label, statistics.median(r.seconds for r in runs),
+                         statistics.median(r.maxrss for r in runs), identical))
+            with contextlib.suppress(OSError):
+                os.unlink(out)
+    print()
+    print(f"## avgstack on Dask (median of {repeat} run(s); {os.cpu_count()} cores on this machine)")
+    print()
+    print("| workload | where | wall s | vs 1 worker | client peak RSS MiB | bytes identical to local |")
+    print("|---|---|---:|---:|---:|---|")
+    for name in dict.fromkeys(r[0] for r in rows):
+        one = next((r[2] for r in rows if r[0] == name and r[1].startswith("dask, 1") and r[2]), None)
+        for _, label, seconds, rss, identical in (r for r in rows if r[0] == name):
+            if seconds is None:
+                print(f"| {name} | {label} | failed | | | |")
+                continue
+            ratio = f"{one / seconds:.2f}x" if one and label.startswith("dask") else ""
+            print(f"| {name} | {label} | {seconds:.2f} | {ratio} | {rss / MiB:.0f} | {identical} |")
+    print()
+    print("Client peak RSS is the avgstack process that plans, submits and writes (wait4 of the child);"
+          " workers run in their own processes. The baseline of a client includes importing distributed.")
     return 1 if bad else 0
 
 

@@ -62,6 +62,8 @@ def _cli_options(args) -> dict:
         "compression": args.compression,
         "tile": args.tile,
         "threads": args.threads,
+        "scheduler_address": args.scheduler_address,
+        "scheduler_file": args.scheduler_file,
     }
     return {k: v for k, v in options.items() if v is not None}
 

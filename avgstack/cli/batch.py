@@ -35,7 +35,9 @@ from ..writing.tiff import COMPRESSIONS
 __all__ = ["BatchJob", "load_batch", "is_up_to_date"]
 
 _OPTION_KEYS = {"weights", "dtype", "compression", "tile", "max_memory", "threads"}
-_JOB_KEYS = _OPTION_KEYS | {"output", "inputs"}
+#: Where the jobs run (a Dask scheduler); at most one of them, for the file or for a job.
+_SCHEDULER_KEYS = {"scheduler_address", "scheduler_file"}
+_JOB_KEYS = _OPTION_KEYS | _SCHEDULER_KEYS | {"output", "inputs"}
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,10 @@ class BatchJob:
         return f"job {self.number} ({self.output})"
 
 
-def _check_options(where: str, table: dict[str, Any]) -> dict[str, Any]:
+def _check_options(where: str, table: dict[str, Any], folder: str = ".") -> dict[str, Any]:
     options: dict[str, Any] = {}
+    if _SCHEDULER_KEYS <= set(table):
+        raise UsageError(f"{where}: give scheduler_address or scheduler_file, not both")
     for key, value in table.items():
         if key == "weights":
             if not isinstance(value, list) or not value or not all(
@@ -75,6 +79,11 @@ def _check_options(where: str, table: dict[str, Any]) -> dict[str, Any]:
             if key == "tile" and value % 16:
                 raise UsageError(f"{where}: tile must be a multiple of 16, got {value}")
             options[key] = value
+        elif key in _SCHEDULER_KEYS:
+            if not isinstance(value, str) or not value:
+                raise UsageError(f"{where}: {key} must be a string such as \"tcp://head:8786\" or a path")
+            options.update(dict.fromkeys(_SCHEDULER_KEYS))  # a job's scheduler replaces the default one
+            options[key] = os.path.join(folder, value) if key == "scheduler_file" else value
         elif key == "max_memory":
             if not isinstance(value, (str, int)) or isinstance(value, bool):
                 raise UsageError(f"{where}: max_memory must be a size such as \"512MiB\"")
@@ -105,10 +114,10 @@ def load_batch(path: str) -> list[BatchJob]:
     except tomllib.TOMLDecodeError as err:
         raise UsageError(f"{path}: not valid TOML ({err})") from err
     folder = os.path.dirname(os.path.abspath(path))
-    unknown = set(data) - _OPTION_KEYS - {"jobs"}
+    unknown = set(data) - _OPTION_KEYS - _SCHEDULER_KEYS - {"jobs"}
     if unknown:
         raise UsageError(f"{path}: unknown top-level key(s): {', '.join(sorted(unknown))}")
-    defaults = _check_options(f"{path}: defaults", {k: v for k, v in data.items() if k != "jobs"})
+    defaults = _check_options(f"{path}: defaults", {k: v for k, v in data.items() if k != "jobs"}, folder)
     tables = data.get("jobs")
     if not isinstance(tables, list) or not tables:
         raise UsageError(f"{path}: no [[jobs]] tables")
@@ -132,7 +141,8 @@ def load_batch(path: str) -> list[BatchJob]:
             raise UsageError(f"{where}: output {output} is already written by an earlier job")
         outputs.add(os.path.abspath(output))
         options = dict(defaults)
-        options.update(_check_options(where, {k: v for k, v in table.items() if k in _OPTION_KEYS}))
+        keys = _OPTION_KEYS | _SCHEDULER_KEYS
+        options.update(_check_options(where, {k: v for k, v in table.items() if k in keys}, folder))
         jobs.append(BatchJob(number, output, tuple(inputs), options))
     return jobs
 

@@ -30,6 +30,8 @@ examples:
         --compression lzw --tile 256 --max-memory 2GB
   check a job without reading pixels or writing anything:
     python -m avgstack --dry-run -o avg.tif 'night/*.tif'
+  the same stack on a Dask cluster (bit-identical output):
+    python -m avgstack -o avg.tif 'night/*.tif' --scheduler-file ~/scheduler.json
   several stacks from a batch file (for cron):
     python -m avgstack --batch jobs.toml --log-file avgstack.log
 
@@ -136,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("-j", "--threads", type=int, default=None, metavar="N",
                      help=f"worker threads (default {default_threads()}: this machine's cores, "
                           "at most 4), e.g. -j 1 for the least memory")
+
+    cluster = parser.add_argument_group("running on a Dask cluster (needs the avgstack[dask] extra)")
+    where = cluster.add_mutually_exclusive_group()
+    where.add_argument("--scheduler-address", metavar="ADDRESS",
+                       help="run the bands as tasks on the Dask scheduler at ADDRESS, e.g. tcp://head:8786; "
+                            "workers must see the inputs at the same paths. --max-memory then bounds each "
+                            "task and this process")
+    where.add_argument("--scheduler-file", metavar="PATH",
+                       help="the same, with the scheduler's address read from PATH "
+                            "(written by 'dask scheduler --scheduler-file PATH')")
 
     run = parser.add_argument_group("running")
     run.add_argument("-n", "--dry-run", action="store_true",

@@ -114,14 +114,36 @@ class TiffSink(Sink):
 
         return needs_bigtiff(self.options, self.layout.shape, np.dtype(self.layout.dtype).itemsize)
 
+    def encoding(self) -> Any:
+        """How strips or tiles are encoded (a picklable :class:`~.tiff.TiffEncoding`)."""
+        from .tiff import TiffEncoding
+
+        lay = self.layout
+        return TiffEncoding(lay.shape, np.dtype(lay.dtype), self.options, lay.photometric, lay.extrasamples, lay.bits)
+
     def write(self, fh: Any, bands: Iterable[tuple[Band, np.ndarray]], plan: Any, threads: int) -> Written:
         from .tiff import write_tiff
 
         lay = self.layout
         bigtiff = write_tiff(
             fh, bands, shape=lay.shape, dtype=lay.dtype, options=self.options, photometric=lay.photometric,
-            extrasamples=lay.extrasamples, bits=lay.bits, metadata=lay.metadata() if lay.metadata else None,
+            extrasamples=lay.extrasamples, bits=lay.bits, metadata=self._metadata(),
             threads=threads,
+        )
+        return Written(fh.tell(), bigtiff)
+
+    def _metadata(self) -> dict[str, Any] | None:
+        """What the output carries from the inputs, loaded now (once per output)."""
+        return self.layout.metadata() if self.layout.metadata is not None else None
+
+    def write_encoded(self, fh: Any, chunks: Iterable[bytes]) -> Written:
+        """Write strips or tiles encoded elsewhere (:func:`~.tiff.encode_band`), in file order."""
+        from .tiff import write_tiff
+
+        lay = self.layout
+        bigtiff = write_tiff(
+            fh, None, shape=lay.shape, dtype=lay.dtype, options=self.options, photometric=lay.photometric,
+            extrasamples=lay.extrasamples, bits=lay.bits, metadata=self._metadata(), chunks=chunks,
         )
         return Written(fh.tell(), bigtiff)
 

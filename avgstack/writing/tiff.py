@@ -8,6 +8,7 @@ as arrays and it encodes them with a bounded thread pool.
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterable, Iterator
@@ -19,7 +20,10 @@ from ..errors import UsageError
 from ..options import COMPRESSIONS
 from ..windows import Band
 
-__all__ = ["TiffOptions", "COMPRESSIONS", "write_tiff", "strip_rows", "needs_bigtiff", "encode_scratch"]
+__all__ = [
+    "TiffOptions", "TiffEncoding", "COMPRESSIONS", "write_tiff", "encode_band", "strip_rows", "needs_bigtiff",
+    "encode_scratch", "encoded_bytes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +135,96 @@ def _strip_encoder(options: TiffOptions, dtype: np.dtype, bits: int | None, pred
     return encode
 
 
+@dataclass(frozen=True)
+class TiffEncoding:
+    """How the samples of an output TIFF are encoded: a picklable value, so that bands can be
+    encoded where they are computed (a cluster worker) into the very bytes a local run writes."""
+
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+    options: TiffOptions
+    photometric: str
+    extrasamples: tuple[int, ...] = ()
+    bits: int | None = None
+
+    def kwargs(self, metadata: dict[str, Any] | None = None, threads: int = 1) -> dict[str, Any]:
+        """Arguments of ``tifffile.TiffWriter.write`` for the whole image."""
+        height, width, samples = self.shape
+        dtype, options, bits = np.dtype(self.dtype), self.options, self.bits
+        metadata = dict(metadata or {})
+        predictor = _predictor(options, dtype, bits)
+        photometric, extrasamples = self.photometric, self.extrasamples
+        colour = samples - len(extrasamples)
+        if photometric == "rgb" and colour != 3 or photometric in ("minisblack", "miniswhite") and colour != 1:
+            # counts that do not fit the photometric: describe all extra samples as unspecified
+            photometric = "rgb" if samples >= 3 and photometric == "rgb" else "minisblack"
+            colour = 3 if photometric == "rgb" else 1
+            extrasamples = (0,) * (samples - colour)
+        kwargs: dict[str, Any] = dict(
+            shape=(height, width, samples) if samples > 1 else (height, width),
+            dtype=dtype,
+            photometric=photometric,
+            planarconfig="contig" if samples > 1 else None,
+            extrasamples=tuple(extrasamples) or None,
+            bitspersample=bits,
+            compression=options.code if options.code != 1 else None,
+            predictor=predictor if predictor > 1 else None,
+            iccprofile=metadata.get("iccprofile"),
+            resolution=metadata.get("resolution"),
+            resolutionunit=metadata.get("resolutionunit"),
+            extratags=metadata.get("extratags") or (),
+            metadata=None,
+            software="avgstack",
+        )
+        if options.tile:
+            tile = options.tile
+            kwargs.update(tile=(tile, tile), maxworkers=max(1, threads))
+            kwargs["buffersize"] = tile * tile * samples * dtype.itemsize * max(1, threads)
+        else:
+            kwargs.update(rowsperstrip=strip_rows(width, samples, dtype.itemsize))
+        return kwargs
+
+
+def encoded_bytes(options: TiffOptions, rows: int, width: int, samples: int, itemsize: int) -> int:
+    """Most bytes the strips or tiles of a band of ``rows`` rows encode to (edge tiles padded)."""
+    if options.tile:
+        t = options.tile
+        rows, width = -(-rows // t) * t, -(-width // t) * t
+    return int(rows * width * samples * itemsize * _EXPANSION[options.code]) + 64
+
+
+def encode_band(rows: np.ndarray, encoding: TiffEncoding) -> list[bytes]:
+    """The encoded strips or tiles of one band, in file order, as :func:`write_tiff` writes them.
+
+    ``rows`` is ``(rows, width, samples)``; every band but the last is a
+    multiple of :func:`segment_rows` rows. Strips go through the strip encoder
+    of :func:`write_tiff`; tiles through tifffile's own encoder, by writing the
+    band as a tiled TIFF in memory with the arguments of the whole image, so
+    the bytes are those a local run writes.
+    """
+    options, dtype = encoding.options, np.dtype(encoding.dtype)
+    _, width, samples = encoding.shape
+    if not options.tile:
+        rps = strip_rows(width, samples, dtype.itemsize)
+        encode = _strip_encoder(options, dtype, encoding.bits, _predictor(options, dtype, encoding.bits))
+        return list(_strips([(Band(0, rows.shape[0]), rows)], rps, encode))
+    kwargs = encoding.kwargs()
+    kwargs["shape"] = (rows.shape[0], *kwargs["shape"][1:])
+    buffer = io.BytesIO()
+    with tifffile.TiffWriter(buffer, bigtiff=True) as writer:
+        writer.write(_tiles([(Band(0, rows.shape[0]), rows)], options.tile, width, samples), **kwargs)
+    view = buffer.getbuffer()
+    with tifffile.TiffFile(io.BytesIO(view)) as tif:
+        page = tif.pages.first
+        spans = list(zip(page.dataoffsets, page.databytecounts))
+    chunks = [bytes(view[offset : offset + count]) for offset, count in spans]
+    del view
+    return chunks
+
+
 def write_tiff(
     fh: BinaryIO,
-    bands: Iterable[tuple[Band, np.ndarray]],
+    bands: Iterable[tuple[Band, np.ndarray]] | None,
     *,
     shape: tuple[int, int, int],
     dtype: np.dtype,
@@ -143,6 +234,7 @@ def write_tiff(
     bits: int | None = None,
     metadata: dict[str, Any] | None = None,
     threads: int = 1,
+    chunks: Iterable[bytes] | None = None,
 ) -> bool:
     """Write bands of rows, top to bottom, as one TIFF page.
 
@@ -150,7 +242,7 @@ def write_tiff(
     ----------
     fh : binary file
         Open for writing, positioned at 0.
-    bands : iterable of (Band, ndarray)
+    bands : iterable of (Band, ndarray), or None with ``chunks``
         Consecutive bands; every band but the last is a multiple of
         :func:`segment_rows` rows. Arrays are ``(rows, width, samples)``.
     shape, dtype
@@ -167,49 +259,29 @@ def write_tiff(
         ``iccprofile``, ``resolution``, ``resolutionunit``, ``extratags``.
     threads : int
         Encoder threads for tiles.
+    chunks : iterable of bytes, optional
+        Every strip or tile already encoded (:func:`encode_band`), in file
+        order, instead of ``bands``: written as they come.
 
     Returns
     -------
     bool
         Whether BigTIFF was written.
     """
-    height, width, samples = shape
     dtype = np.dtype(dtype)
-    metadata = dict(metadata or {})
+    encoding = TiffEncoding(shape, dtype, options, photometric, tuple(extrasamples), bits)
     bigtiff = needs_bigtiff(options, shape, dtype.itemsize)
-    predictor = _predictor(options, dtype, bits)
-    n_extra = len(extrasamples)
-    colour = samples - n_extra
-    if photometric == "rgb" and colour != 3 or photometric in ("minisblack", "miniswhite") and colour != 1:
-        # counts that do not fit the photometric: describe all extra samples as unspecified
-        photometric = "rgb" if samples >= 3 and photometric == "rgb" else "minisblack"
-        colour = 3 if photometric == "rgb" else 1
-        extrasamples = (0,) * (samples - colour)
-    kwargs: dict[str, Any] = dict(
-        shape=(height, width, samples) if samples > 1 else (height, width),
-        dtype=dtype,
-        photometric=photometric,
-        planarconfig="contig" if samples > 1 else None,
-        extrasamples=tuple(extrasamples) or None,
-        bitspersample=bits,
-        compression=options.code if options.code != 1 else None,
-        predictor=predictor if predictor > 1 else None,
-        iccprofile=metadata.get("iccprofile"),
-        resolution=metadata.get("resolution"),
-        resolutionunit=metadata.get("resolutionunit"),
-        extratags=metadata.get("extratags") or (),
-        metadata=None,
-        software="avgstack",
-    )
-    if options.tile:
-        tile = options.tile
-        kwargs.update(tile=(tile, tile), maxworkers=max(1, threads))
-        kwargs["buffersize"] = tile * tile * samples * dtype.itemsize * max(1, threads)
-        data: Iterator[Any] = _tiles(bands, tile, width, samples)
+    kwargs = encoding.kwargs(metadata, threads)
+    data: Iterator[Any]
+    if chunks is not None:
+        data = iter(chunks)
+    elif options.tile:
+        assert bands is not None
+        data = _tiles(bands, options.tile, shape[1], shape[2])
     else:
-        rps = strip_rows(width, samples, dtype.itemsize)
-        kwargs.update(rowsperstrip=rps)
-        data = _strips(bands, rps, _strip_encoder(options, dtype, bits, predictor))
+        assert bands is not None
+        predictor = _predictor(options, dtype, bits)
+        data = _strips(bands, kwargs["rowsperstrip"], _strip_encoder(options, dtype, bits, predictor))
     with tifffile.TiffWriter(fh, bigtiff=bigtiff) as writer:
         writer.write(data, **kwargs)
     return bigtiff
