@@ -25,6 +25,9 @@ examples:
   thousands of inputs from a list file or a quoted glob (expanded by avgstack, sorted):
     python -m avgstack -o avg.tif @frames.txt
     python -m avgstack -o avg.tif 'night/*.tif'
+  every page of a multi-page TIFF (ImageJ stack, OME-TIFF series), or pages 10 to 19:
+    python -m avgstack -o avg.tif 'stack.tif[:]'
+    python -m avgstack -o avg.tif 'stack.tif[10:20]'
   second page of multi-page TIFFs, 16-bit output, LZW tiles, 2 GB budget:
     python -m avgstack -o avg.tif 'scan1.tif[1]' 'scan2.tif[1]' --dtype uint16 \\
         --compression lzw --tile 256 --max-memory 2GB
@@ -105,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     io = parser.add_argument_group("inputs and output")
     io.add_argument("inputs", nargs="*", metavar="INPUT",
-                    help="image files: TIFF/BigTIFF in any layout ('scan.tif[N]' picks page N), or PNG, "
+                    help="image files: TIFF/BigTIFF in any layout ('scan.tif[N]' picks page N, 'scan.tif[:]' or "
+                         "'scan.tif[A:B:STEP]' makes each page a frame), or PNG, "
                          "JPEG, BMP, PNM, WebP, EXR, ... (decoded whole). '@list.txt' reads paths from a "
                          "file (one per line, '#' comments); quoted globs such as 'dir/*.tif' are expanded")
     io.add_argument("-o", "--output", metavar="OUT",
