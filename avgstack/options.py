@@ -20,6 +20,7 @@ from .planning import DEFAULT_MAX_MEMORY, parse_size
 
 __all__ = [
     "JobOptions", "DTYPES", "COMPRESSIONS", "MAX_THREADS", "parse_dtype", "check_weights", "default_threads",
+    "parse_frames",
 ]
 
 log = logging.getLogger("avgstack")
@@ -96,6 +97,33 @@ def _check_tile(tile: Any) -> int | None:
     return int(tile)
 
 
+def parse_frames(frames: Any) -> slice | None:
+    """Validate a frame selection: a ``slice``, or ``'START:STOP:STEP'`` (Python slice notation)."""
+    if frames is None or isinstance(frames, slice):
+        if isinstance(frames, slice):
+            for part in (frames.start, frames.stop, frames.step):
+                if part is not None and (isinstance(part, bool) or not isinstance(part, (int, np.integer))):
+                    raise UsageError(f"frames (--frames) must be a slice of whole numbers, got {frames!r}")
+            if frames.step == 0:
+                raise UsageError("frames (--frames): the step cannot be zero")
+        return frames
+    if not isinstance(frames, str) or frames.count(":") not in (1, 2):
+        raise UsageError(f"frames (--frames) must be START:STOP or START:STOP:STEP, got {frames!r}")
+    try:
+        parts = [int(p) if p.strip() else None for p in frames.split(":")]
+    except ValueError:
+        raise UsageError(f"frames (--frames) must be START:STOP:STEP of whole numbers, got {frames!r}") from None
+    return parse_frames(slice(*parts))
+
+
+def _check_sample(sample: Any) -> int | None:
+    if sample is None:
+        return None
+    if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) or sample < 1:
+        raise UsageError(f"sample (--sample) must be a whole number of frames, at least 1, got {sample!r}")
+    return int(sample)
+
+
 @dataclass(frozen=True)
 class JobOptions:
     """Everything a job is asked to do besides its inputs and output, validated once.
@@ -121,6 +149,12 @@ class JobOptions:
         What to compute (``'mean'``).
     params : mapping
         Method parameters.
+    state : str or None
+        State file a run resumes from and saves to (``--state``).
+    frames : slice or None
+        Frames of video inputs to use (``--frames START:STOP:STEP``).
+    sample : int or None
+        Use this many evenly spaced frames of video inputs (``--sample N``).
     """
 
     weights: tuple[float, ...] | None = None
@@ -131,6 +165,9 @@ class JobOptions:
     tile: int | None = None
     method: str = "mean"
     params: Mapping[str, Any] = field(default_factory=dict)
+    state: str | None = None
+    frames: slice | None = None
+    sample: int | None = None
 
     @classmethod
     def create(
@@ -143,6 +180,9 @@ class JobOptions:
         compression: str | None = None,
         tile: Any = None,
         method: str | None = None,
+        state: str | os.PathLike[str] | None = None,
+        frames: Any = None,
+        sample: Any = None,
         **params: Any,
     ) -> "JobOptions":
         """Validate raw option values (as given to the API) into options."""
@@ -162,12 +202,17 @@ class JobOptions:
             tile=_check_tile(tile),
             method=method or "mean",
             params=dict(params),
+            state=None if state is None else os.fspath(state),
+            frames=parse_frames(frames),
+            sample=_check_sample(sample),
         )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "JobOptions":
         """Options from a mapping of option names (absent or None means default)."""
-        known = {"weights", "dtype", "max_memory", "threads", "compression", "tile", "method"}
+        known = {
+            "weights", "dtype", "max_memory", "threads", "compression", "tile", "method", "state", "frames", "sample",
+        }
         unknown = set(values) - known
         if unknown:
             raise UsageError(f"unknown option(s): {', '.join(sorted(unknown))}")

@@ -77,7 +77,7 @@ def test_weighted_uint8_follows_the_same_float32_or_float64_sum_as_a_job(rng, sc
     acc = _accumulate(frames, "weighted", weights)
     for k in (1, 3, 12):  # intermediate results too, and they leave the state as it was
         partial = avgstack.Accumulator("weighted")
-        for f, w in zip(frames[:k], weights[:k]):
+        for f, w in zip(frames[:k], weights[:k], strict=True):
             partial.add(f, w)
         assert_same_bits(partial.result(), avgstack.average(frames[:k], weights[:k]))
     assert_same_bits(acc.result(), avgstack.average(frames, weights))
@@ -151,7 +151,7 @@ def test_caller_arrays_unchanged_and_odd_layouts(rng):
     frames = [big[:, ::2], big[:, 1::2].astype(">u2"), np.ascontiguousarray(big[:, :10])]
     before = [f.copy() for f in frames]
     acc = _accumulate(frames, "mean")
-    for f, b in zip(frames, before):
+    for f, b in zip(frames, before, strict=True):
         assert_same_bits(f, b)
     assert_same_bits(acc.result(), avgstack.average([np.ascontiguousarray(f, "=u2") for f in frames]))
 

@@ -7,12 +7,11 @@ import struct
 import numpy as np
 import pytest
 import tifffile
+from clihelpers import assert_one_error_line, describe, run
+from conftest import bgr, exact_int_mean
 
 import avgstack
 from avgstack.reading.tiff_checks import count_pages
-
-from clihelpers import assert_one_error_line, describe, run
-from conftest import bgr, exact_int_mean
 
 
 def _pages(path) -> list[np.ndarray]:
@@ -56,7 +55,7 @@ def test_page_range_takes_one_weight_per_page_and_mixes_with_files(scan, tmp_pat
     tifffile.imwrite(extra, frames[0], photometric="rgb")
     weights = [0.5, 0.25, -0.125, 1.0]
     got = avgstack.average([f"{scan}[1:4]", str(extra)], weights, dtype="float64")
-    want = sum(w * f.astype(np.float64) for w, f in zip(weights, [*frames[1:4], frames[0]]))
+    want = sum(w * f.astype(np.float64) for w, f in zip(weights, [*frames[1:4], frames[0]], strict=True))
     np.testing.assert_array_equal(got, bgr(want))
     with pytest.raises(avgstack.UsageError, match="4 weight"):
         avgstack.average([f"{scan}[:]"], [1.0] * 4)

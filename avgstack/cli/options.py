@@ -129,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"output sample type: {', '.join(DTYPES)}; default: the inputs' type, "
                             "e.g. --dtype float32 keeps fractions and negative sums")
 
+    maths.add_argument("--state", metavar="FILE",
+                       help="running result across runs: load FILE if it exists, add this run's inputs, "
+                            "save FILE and write OUT (both only on success), e.g. a nightly --state sums.npz")
+    maths.add_argument("--frames", metavar="START:STOP:STEP",
+                       help="frames of video inputs to use, in Python slice notation (STOP excluded), "
+                            "e.g. --frames 100:1000:10")
+    maths.add_argument("--sample", type=int, metavar="N",
+                       help="use N evenly spaced frames of video inputs, e.g. --sample 25 for a background median")
+
     res = parser.add_argument_group("resources and output format")
     res.add_argument("-m", "--max-memory", type=_size, default=None, metavar="SIZE",
                      help=f"budget for pixel buffers, e.g. 64MiB or 2GB (default {format_size(DEFAULT_MAX_MEMORY)}); "
