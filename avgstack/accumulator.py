@@ -105,6 +105,7 @@ class Accumulator:
         self._gray = False
         self._weighted: bool | None = True if method == "weighted" else None
         self._frame: np.ndarray | None = None  # copy of a frame that is not contiguous or native
+        self._caller_frames = 0  # frames the caller holds meanwhile, counted in the budget (iterables)
 
     # -- what it holds ----------------------------------------------------------
 
@@ -136,7 +137,10 @@ class Accumulator:
         assert self._first is not None
         shape = self._first.shape
         cls = reducer_class(spec)
-        return [*cls.declare(spec, shape, inputs=True), Buffer("result", shape, spec.out_dtype)]
+        declared = [*cls.declare(spec, shape, inputs=True), Buffer("result", shape, spec.out_dtype)]
+        if self._caller_frames:
+            declared.append(Buffer("caller's frames", shape, spec.in_dtype, self._caller_frames, owned=False))
+        return declared
 
     # -- adding -----------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from .job import FileJob, JobPlan, Report, warn_clipped
 from .options import JobOptions, default_threads
 from .planning import format_size
 from .reading import InputSpec
+from .reading.frames import is_one_shot
 from .reading.layout import to_opencv_layout
 from .stack import Stack, stack_inputs
 from .writing.sinks import ArraySink
@@ -35,10 +36,13 @@ def average(
 
     Parameters
     ----------
-    inputs : sequence of str, path-like or ndarray
-        Image files (``'scan.tif[2]'`` selects a TIFF page) and arrays in
-        OpenCV's layout (BGR/BGRA for colour), mixed freely.
-    weights : sequence of float, optional
+    inputs : sequence or iterable of str, path-like or ndarray
+        Image files (``'scan.tif[2]'`` selects a TIFF page, ``'scan.tif[:]'``
+        every page) and arrays in OpenCV's layout (BGR/BGRA for colour), mixed
+        freely. A one-shot iterable (generator, ``map``, iterator) is consumed
+        one frame at a time and never held whole; the budget counts the frame
+        being added and one more the caller's generator may hold.
+    weights : sequence or iterable of float, optional
         One weight per input: the result is ``sum(w_i * frame_i)``. Without
         weights it is the exactly rounded mean.
     dtype : str or numpy dtype, optional
@@ -69,6 +73,11 @@ def average(
     >>> avgstack.average([a, b])[0, 0].tolist()
     [2, 2, 2]
     """
+    if is_one_shot(inputs):  # a generator of frames: one frame at a time, never materialised
+        from .iterables import average_iterable
+
+        options = JobOptions.create(None, dtype=dtype, max_memory=max_memory, threads=threads)
+        return average_iterable(inputs, weights, options, progress)
     options = JobOptions.create(weights, dtype=dtype, max_memory=max_memory, threads=threads)
     specs = stack_inputs(inputs)
     options.with_count(len(specs))
@@ -147,6 +156,13 @@ def average_to_file(
     Report
         Shape, dtype, frames, seconds, peak memory, clipped samples, ...
     """
+    if is_one_shot(inputs):  # a generator of frames: one frame at a time, never materialised
+        from .iterables import average_iterable_to_file
+
+        options = JobOptions.create(
+            None, dtype=dtype, max_memory=max_memory, threads=threads, compression=compression, tile=tile
+        )
+        return average_iterable_to_file(inputs, out, weights, options, progress)
     start = clock()
     with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads) as job:
         return job.run(progress, start)
