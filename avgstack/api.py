@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from .job import FileJob, JobPlan, Report, warn_clipped
 from .options import JobOptions, default_threads
 from .planning import format_size
 from .reading import InputSpec
-from .reading.frames import is_one_shot
+from .reading.frames import has_video, is_one_shot
 from .reading.layout import to_opencv_layout
 from .stack import Stack, stack_inputs
 from .writing.sinks import ArraySink
@@ -31,6 +31,8 @@ def average(
     max_memory: int | str | None = None,
     threads: int | None = None,
     progress: ProgressCallback | None = None,
+    frames: slice | str | None = None,
+    sample: int | None = None,
 ) -> np.ndarray:
     """Average a stack of images into an array laid out as ``cv2.imread(..., IMREAD_UNCHANGED)`` returns it.
 
@@ -54,6 +56,10 @@ def average(
         Worker threads.
     progress : callable, optional
         Called with a :class:`~avgstack.Progress` as the work advances.
+    frames : slice or str, optional
+        Frames of video inputs to use (``slice(100, 1000, 10)`` or ``'100:1000:10'``).
+    sample : int, optional
+        Use this many evenly spaced frames (of those ``frames`` picks) of each video.
 
     Returns
     -------
@@ -73,11 +79,14 @@ def average(
     >>> avgstack.average([a, b])[0, 0].tolist()
     [2, 2, 2]
     """
-    if is_one_shot(inputs):  # a generator of frames: one frame at a time, never materialised
+    if is_one_shot(inputs) or has_video(inputs) or frames is not None or sample is not None:
+        # a generator of frames, or videos: one frame at a time, never materialised
         from .iterables import average_iterable
 
-        options = JobOptions.create(None, dtype=dtype, max_memory=max_memory, threads=threads)
-        return average_iterable(inputs, weights, options, progress)
+        options = JobOptions.create(
+            None, dtype=dtype, max_memory=max_memory, threads=threads, frames=frames, sample=sample
+        )
+        return average_iterable(_as_list(inputs), weights, options, progress)
     options = JobOptions.create(weights, dtype=dtype, max_memory=max_memory, threads=threads)
     specs = stack_inputs(inputs)
     options.with_count(len(specs))
@@ -91,6 +100,11 @@ def average(
             pass
         warn_clipped(engine.stats.clipped, stack.out_dtype)
         return to_opencv_layout(result, stack.info.photometric)
+
+
+def _as_list(inputs: Any) -> Any:
+    """A single path or array as a stack of one; anything else as it is."""
+    return [inputs] if isinstance(inputs, (str, os.PathLike, np.ndarray)) else inputs
 
 
 def _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads) -> FileJob:
@@ -131,6 +145,8 @@ def average_to_file(
     tile: int | None = None,
     threads: int | None = None,
     progress: ProgressCallback | None = None,
+    frames: slice | str | None = None,
+    sample: int | None = None,
 ) -> Report:
     """Average a stack and stream the result to ``out``, replacing it atomically.
 
@@ -156,13 +172,15 @@ def average_to_file(
     Report
         Shape, dtype, frames, seconds, peak memory, clipped samples, ...
     """
-    if is_one_shot(inputs):  # a generator of frames: one frame at a time, never materialised
+    if is_one_shot(inputs) or has_video(inputs) or frames is not None or sample is not None:
+        # a generator of frames, or videos: one frame at a time, never materialised
         from .iterables import average_iterable_to_file
 
         options = JobOptions.create(
-            None, dtype=dtype, max_memory=max_memory, threads=threads, compression=compression, tile=tile
+            None, dtype=dtype, max_memory=max_memory, threads=threads, compression=compression, tile=tile,
+            frames=frames, sample=sample,
         )
-        return average_iterable_to_file(inputs, out, weights, options, progress)
+        return average_iterable_to_file(_as_list(inputs), out, weights, options, progress)
     start = clock()
     with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads) as job:
         return job.run(progress, start)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from .errors import UsageError
 from .executor import Progress
 from .job import FileJob, Report
 from .options import JobOptions, check_weights
-from .reading.frames import opencv_frames
+from .reading.frames import count_frames, opencv_frames
 
 __all__ = ["accumulate_iterable", "average_iterable", "average_iterable_to_file", "CALLER_FRAMES"]
 
@@ -45,7 +45,12 @@ def accumulate_iterable(
     acc._caller_frames = CALLER_FRAMES
     weight_iter = None if weights is None else iter(weights)
     read = 0
-    for frame in opencv_frames(inputs, options.max_memory):
+    total_frames = 0
+    if isinstance(inputs, Sequence):
+        total_frames = count_frames(inputs, options.frames, options.sample)
+        if weights is not None:
+            weights = check_weights(weights, total_frames)
+    for frame in opencv_frames(inputs, options.max_memory, options.frames, options.sample):
         weight = None
         if weight_iter is not None:
             w = next(weight_iter, _END)
@@ -65,7 +70,7 @@ def accumulate_iterable(
             raise
         read += frame.nbytes
         if progress is not None:
-            progress(Progress(acc.count, 0, read, 0, 1))
+            progress(Progress(acc.count, total_frames, read, 0, 1))
     if weight_iter is not None and next(weight_iter, _END) is not _END:
         raise UsageError(f"more weights than the {acc.count} frame(s) given; give one weight per frame")
     if acc.count == 0:
@@ -99,3 +104,32 @@ def average_iterable_to_file(
     report = Report(**{**report.__dict__, "frames": acc.count})
     log.info("%s", report.summary())
     return report
+
+
+def run_frames_cli(
+    inputs: Sequence[Any], output: str, options: JobOptions, *, dry_run: bool, bar: bool, label: str
+) -> int:
+    """The command line over inputs that include videos (frames decoded in order); returns the exit code."""
+    count = count_frames(inputs, options.frames, options.sample)
+    weights, options = options.weights, options.replace(weights=None)
+    check_weights(weights, count)
+    lines = [
+        f"inputs: {count} frames from {len(inputs)} input(s) (videos decoded frame by frame, in order)",
+        f"operation: {'weighted sum' if weights is not None else 'exact mean'}, output {output}",
+    ]
+    if dry_run:
+        print("\n".join(lines))
+        return 0
+    for line in lines:
+        log.info("%s%s", label, line)
+    progress = None
+    if bar:
+        from .cli.progress import ProgressBar
+
+        progress = ProgressBar(desc=os.path.basename(output))
+    try:
+        average_iterable_to_file(inputs, output, weights, options, progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    return 0

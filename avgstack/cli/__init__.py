@@ -43,6 +43,12 @@ def _run_job(output: str, inputs: list[str], options: dict, *, dry_run: bool, ba
         from ..statejob import run_state_cli
 
         return run_state_cli(inputs, output, job_options, dry_run=dry_run, bar=bar, label=label, start=start)
+    from ..reading.frames import has_video
+
+    if has_video(inputs):
+        from ..iterables import run_frames_cli
+
+        return run_frames_cli(inputs, output, job_options, dry_run=dry_run, bar=bar, label=label)
     with FileJob(inputs, output, job_options) as job:
         plan = job.describe()
         if dry_run:
