@@ -7,6 +7,7 @@
 
 import logging
 
+from .accumulator import Accumulator
 from .api import average, average_to_file, plan_to_file
 from .job import JobPlan, Report
 from .executor import Progress
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "average",
+    "Accumulator",
     "average_to_file",
     "plan_to_file",
     "Report",

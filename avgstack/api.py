@@ -14,6 +14,7 @@ from .job import FileJob, JobPlan, Report, make_engine, warn_clipped
 from .options import JobOptions, default_threads
 from .planning import format_size
 from .reading import InputSpec
+from .reading.frames import has_video, is_one_shot
 from .reading.layout import to_opencv_layout
 from .stack import Stack, stack_inputs
 from .writing.sinks import ArraySink
@@ -32,15 +33,20 @@ def average(
     threads: int | None = None,
     progress: ProgressCallback | None = None,
     client: Any = None,
+    frames: slice | str | None = None,
+    sample: int | None = None,
 ) -> np.ndarray:
     """Average a stack of images into an array laid out as ``cv2.imread(..., IMREAD_UNCHANGED)`` returns it.
 
     Parameters
     ----------
-    inputs : sequence of str, path-like or ndarray
-        Image files (``'scan.tif[2]'`` selects a TIFF page) and arrays in
-        OpenCV's layout (BGR/BGRA for colour), mixed freely.
-    weights : sequence of float, optional
+    inputs : sequence or iterable of str, path-like or ndarray
+        Image files (``'scan.tif[2]'`` selects a TIFF page, ``'scan.tif[:]'``
+        every page) and arrays in OpenCV's layout (BGR/BGRA for colour), mixed
+        freely. A one-shot iterable (generator, ``map``, iterator) is consumed
+        one frame at a time and never held whole; the budget counts the frame
+        being added and one more the caller's generator may hold.
+    weights : sequence or iterable of float, optional
         One weight per input: the result is ``sum(w_i * frame_i)``. Without
         weights it is the exactly rounded mean.
     dtype : str or numpy dtype, optional
@@ -56,6 +62,10 @@ def average(
         Run the bands as tasks on this Dask cluster (its workers must see the
         input files at the same paths); the result is bit-identical to a
         local run. ``max_memory`` then bounds each task and this process.
+    frames : slice or str, optional
+        Frames of video inputs to use (``slice(100, 1000, 10)`` or ``'100:1000:10'``).
+    sample : int, optional
+        Use this many evenly spaced frames (of those ``frames`` picks) of each video.
 
     Returns
     -------
@@ -75,6 +85,14 @@ def average(
     >>> avgstack.average([a, b])[0, 0].tolist()
     [2, 2, 2]
     """
+    if is_one_shot(inputs) or has_video(inputs) or frames is not None or sample is not None:
+        # a generator of frames, or videos: one frame at a time, never materialised
+        from .iterables import average_iterable
+
+        options = JobOptions.create(
+            None, dtype=dtype, max_memory=max_memory, threads=threads, frames=frames, sample=sample
+        )
+        return average_iterable(_as_list(inputs), weights, options, progress)
     options = JobOptions.create(weights, dtype=dtype, max_memory=max_memory, threads=threads, client=client)
     specs = stack_inputs(inputs)
     options.with_count(len(specs))
@@ -89,6 +107,11 @@ def average(
             pass
         warn_clipped(engine.stats.clipped, stack.out_dtype)
         return to_opencv_layout(result, stack.info.photometric)
+
+
+def _as_list(inputs: Any) -> Any:
+    """A single path or array as a stack of one; anything else as it is."""
+    return [inputs] if isinstance(inputs, (str, os.PathLike, np.ndarray)) else inputs
 
 
 def _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, client) -> FileJob:
@@ -132,6 +155,8 @@ def average_to_file(
     threads: int | None = None,
     progress: ProgressCallback | None = None,
     client: Any = None,
+    frames: slice | str | None = None,
+    sample: int | None = None,
 ) -> Report:
     """Average a stack and stream the result to ``out``, replacing it atomically.
 
@@ -159,6 +184,15 @@ def average_to_file(
     Report
         Shape, dtype, frames, seconds, peak memory, clipped samples, ...
     """
+    if is_one_shot(inputs) or has_video(inputs) or frames is not None or sample is not None:
+        # a generator of frames, or videos: one frame at a time, never materialised
+        from .iterables import average_iterable_to_file
+
+        options = JobOptions.create(
+            None, dtype=dtype, max_memory=max_memory, threads=threads, compression=compression, tile=tile,
+            frames=frames, sample=sample,
+        )
+        return average_iterable_to_file(_as_list(inputs), out, weights, options, progress)
     start = clock()
     with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, client) as job:
         return job.run(progress, start)

@@ -17,12 +17,12 @@ and cache resident.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .buffers import Buffer, opaque
-from .reducers.base import ReduceSpec, Reducer
+from .reducers.base import Reducer, ReduceSpec, take
 
 __all__ = [
     "Accumulator",
@@ -180,6 +180,16 @@ class IntegerMean(Accumulator):
                 out[start:stop] = q
         return clipped
 
+    incremental = True
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"sum": self._acc[: self._size]}
+
+    def _restore(self, state: Any) -> None:
+        self._first = self.added == 0
+        if not self._first:  # a sum saved with a smaller capacity is widened exactly
+            self._acc[: self._size] = take(state, "sum", (self._size,), self.sum_dtype, widen=True)
+
     def _finish_exact(self, out: np.ndarray, lo: float, hi: float) -> int:
         """Integer division with remainder, for sums too large for a float type."""
         n = self.count
@@ -322,6 +332,37 @@ class CompensatedMean(Accumulator):
                 if overflow is not None:
                     self._rescale(start, overflow, *saved)
 
+    incremental = True
+
+    def _state(self) -> dict[str, np.ndarray]:
+        size = self._size
+        state = {"sum": self._hi[:size], "sum low part": self._lo[:size], "shift": np.array(self._shift, np.int64)}
+        if self._scaled is not None:
+            state["overflowed"] = self._scaled[:size]
+        return state
+
+    def _restore(self, state: Any) -> None:
+        self._first = self.added == 0
+        if self._first:
+            return
+        size = self._size
+        f64 = np.dtype(np.float64)
+        self._hi[:size] = take(state, "sum", (size,), f64)
+        self._lo[:size] = take(state, "sum low part", (size,), f64)
+        if "overflowed" not in state:
+            return
+        shift = int(take(state, "shift", (), np.dtype(np.int64)))
+        if not 1 <= shift <= 64:
+            raise ValueError(f"state 'shift' is {shift}, expected 1 to 64")
+        if self._scaled is None:
+            self._scaled = self._allocate("overflow flags")
+        flags = self._scaled[:size]
+        flags[...] = take(state, "overflowed", (size,), np.dtype(np.bool_))
+        if shift != self._shift:  # saved with another capacity: rescale by a power of two, exactly
+            factor = 2.0 ** (shift - self._shift)
+            self._hi[:size][flags] *= factor
+            self._lo[:size][flags] *= factor
+
     def _rescale(self, start: int, where: np.ndarray, hi: np.ndarray, lo: np.ndarray, x: np.ndarray) -> None:
         """Redo the sums that overflowed at ``where`` (chunk-relative) scaled by ``2**-shift``."""
         if self._scaled is None:
@@ -380,23 +421,34 @@ class WeightedSum(Accumulator):
     used only when its worst-case error bound (``2 * count * 2**-24`` times the
     largest possible partial sum) stays below a quarter unit, so results stay
     within 1 unit of a float64 reference.
+
+    Incremental use (open-ended specs, weights arriving with the frames): the
+    float64 sum is always kept, and while the weights seen so far allow it, the
+    float32 sum too (that condition, once false, stays false); :meth:`finish`
+    takes the one a job over the same frames and weights would have used, so
+    the result is the same bit for bit.
     """
+
+    incremental = True
 
     def __init__(self, spec: ReduceSpec, shape: tuple[int, int, int]) -> None:
         super().__init__(spec, shape)
         weights = spec.weights or ()
-        if len(weights) != spec.count:
+        if len(weights) != spec.count and not spec.open_ended:
             raise ValueError(f"{len(weights)} weights for {spec.count} frames")
         self.out_range = sample_range(self.out_dtype, spec.out_bits)
         self.weights = list(weights)
-        self.fast = self.uses_float32(spec.in_dtype, spec.out_dtype, self.weights)
-        if self.fast:
+        self.fast = not spec.open_ended and self.uses_float32(spec.in_dtype, spec.out_dtype, self.weights)
+        self._acc = self._allocate("accumulator")
+        self._t = self._allocate("product chunk")
+        self._shadow: np.ndarray | None = None
+        if spec.open_ended and self._shadows(spec):
+            self._shadow = self._allocate("float32 accumulator")
+        if self.fast or self._shadow is not None:
             import cv2  # only this path needs OpenCV; importing it costs ~0.1 s
 
             self._add_weighted = cv2.addWeighted
             self._cv_32f = cv2.CV_32F
-        self._acc = self._allocate("accumulator")
-        self._t = self._allocate("product chunk")
 
     @staticmethod
     def uses_float32(in_dtype: np.dtype, out_dtype: np.dtype, weights: Sequence[float]) -> bool:
@@ -409,34 +461,58 @@ class WeightedSum(Accumulator):
         return 2 * len(weights) * largest * 2.0**-24 < 0.25
 
     @classmethod
+    def _shadows(cls, spec: ReduceSpec) -> bool:
+        """Open-ended: whether a float32 sum is kept beside the float64 one (small integer types)."""
+        return spec.open_ended and cls.uses_float32(spec.in_dtype, spec.out_dtype, ())
+
+    @classmethod
     def state_buffers(cls, spec: ReduceSpec, shape: tuple[int, int, int]) -> list[Buffer]:
         size = int(np.prod(shape, dtype=np.int64))
-        fast = cls.uses_float32(spec.in_dtype, spec.out_dtype, spec.weights or ())
-        return [
+        fast = not spec.open_ended and cls.uses_float32(spec.in_dtype, spec.out_dtype, spec.weights or ())
+        buffers = [
             Buffer("accumulator", (size,), np.float32 if fast else np.float64),
             Buffer("product chunk", (min(CHUNK, size),), np.float64),
             _scratch(),
         ]
+        if cls._shadows(spec):
+            buffers.append(Buffer("float32 accumulator", (size,), np.float32))
+        return buffers
+
+    def set_weight(self, index: int, weight: float) -> None:
+        if index != len(self.weights):
+            raise ValueError(f"weight of frame {index} given after {len(self.weights)} weights")
+        self.weights.append(float(weight))
 
     def _reset(self, size: int) -> None:
         self._first = True
+        if self._shadows(self.spec) and self._shadow is None:  # a new run after the float32 sum was dropped
+            self._shadow = self._allocate("float32 accumulator")
 
     def _add(self, flat: np.ndarray, index: int) -> None:
         w = self.weights[index]
-        acc = self._acc[: flat.size]
-        if self.fast:
-            src = flat.view(np.uint8) if flat.dtype == np.bool_ else flat
-            if self._first:
-                np.multiply(src, np.float32(w), out=acc, casting="unsafe")
-                self._first = False
+        if self._shadow is not None:
+            if self.uses_float32(self.spec.in_dtype, self.out_dtype, self.weights[: index + 1]):
+                self._add_float32(self._shadow[: flat.size], flat, w)
             else:
-                a = acc.reshape(-1, 1)
-                self._add_weighted(a, 1.0, src.reshape(-1, 1), w, 0.0, dst=a, dtype=self._cv_32f)
-            return
+                self._shadow = None  # these weights rule it out for good
+        if self.fast:
+            self._add_float32(self._acc[: flat.size], flat, w)
+        else:
+            self._add_float64(self._acc[: flat.size], flat, w)
+        self._first = False
+
+    def _add_float32(self, acc: np.ndarray, flat: np.ndarray, w: float) -> None:
+        src = flat.view(np.uint8) if flat.dtype == np.bool_ else flat
+        if self._first:
+            np.multiply(src, np.float32(w), out=acc, casting="unsafe")
+        else:
+            a = acc.reshape(-1, 1)
+            self._add_weighted(a, 1.0, src.reshape(-1, 1), w, 0.0, dst=a, dtype=self._cv_32f)
+
+    def _add_float64(self, acc: np.ndarray, flat: np.ndarray, w: float) -> None:
         with np.errstate(invalid="ignore", over="ignore"):
             if self._first:
                 np.multiply(flat, w, out=acc, casting="unsafe")
-                self._first = False
                 return
             for start in _chunks(flat.size):
                 stop = min(start + CHUNK, flat.size)
@@ -453,6 +529,8 @@ class WeightedSum(Accumulator):
                 clipped += store_float(self._acc[start:stop], out[start:stop])
             return clipped
         lo, hi = self.out_range
+        # open-ended: the float32 sum while the weights allow it, as a job over the same frames would
+        source = self._shadow if self._shadow is not None else self._acc
         clipped = 0
         for start in _chunks(out.size):
             stop = min(start + CHUNK, out.size)
@@ -463,9 +541,29 @@ class WeightedSum(Accumulator):
                 clipped += _clip_into(t, out[start:stop], lo, hi)
                 continue
             t = self._t[: stop - start]
-            t[...] = self._acc[start:stop]
+            t[...] = source[start:stop]  # float32 to float64 is exact: rint gives the same integers
             clipped += _round_into(t, out[start:stop], lo, hi)
         return clipped
+
+    def _state(self) -> dict[str, np.ndarray]:
+        state = {"sum": self._acc[: self._size], "weights": np.array(self.weights, np.float64)}
+        if self._shadow is not None:
+            state["float32 sum"] = self._shadow[: self._size]
+        return state
+
+    def _restore(self, state: Any) -> None:
+        self._first = self.added == 0
+        weights = take(state, "weights", (self.added,), np.dtype(np.float64))
+        if not np.isfinite(weights).all():
+            raise ValueError("state holds weights that are not finite")
+        self.weights = [float(w) for w in weights]
+        if self._first:
+            return
+        self._acc[: self._size] = take(state, "sum", (self._size,), self._acc.dtype)
+        if "float32 sum" in state and self._shadow is not None:
+            self._shadow[: self._size] = take(state, "float32 sum", (self._size,), np.dtype(np.float32))
+        else:
+            self._shadow = None
 
 
 def reducer_class(spec: ReduceSpec) -> type[Reducer]:

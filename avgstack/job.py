@@ -259,7 +259,9 @@ class FileJob:
             cluster=self.engine.describe() if self.options.distributed else None,
         )
 
-    def run(self, progress: ProgressCallback | None = None, start: float | None = None) -> Report:
+    def run(
+        self, progress: ProgressCallback | None = None, start: float | None = None, *, log_summary: bool = True
+    ) -> Report:
         """Process and write the output; ``start`` is the clock time the job began."""
         start = clock() if start is None else start
         stack, plan, threads, engine = self.stack, self.plan, self.threads, self.engine
@@ -293,7 +295,8 @@ class FileJob:
             bigtiff=written.bigtiff,
             threads=threads,
         )
-        log.info("%s", report.summary())
+        if log_summary:
+            log.info("%s", report.summary())
         return report
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from .planning import DEFAULT_MAX_MEMORY, parse_size
 
 __all__ = [
     "JobOptions", "DTYPES", "COMPRESSIONS", "MAX_THREADS", "parse_dtype", "check_weights", "default_threads",
+    "parse_frames",
 ]
 
 log = logging.getLogger("avgstack")
@@ -113,6 +114,31 @@ def _check_scheduler(address: Any, path: Any, client: Any) -> dict[str, Any]:
     if client is not None and not (hasattr(client, "submit") and hasattr(client, "scheduler_info")):
         raise UsageError(f"client must be a distributed.Client, got {type(client).__name__}")
     return {"scheduler_address": address, "scheduler_file": path, "client": client}
+def parse_frames(frames: Any) -> slice | None:
+    """Validate a frame selection: a ``slice``, or ``'START:STOP:STEP'`` (Python slice notation)."""
+    if frames is None or isinstance(frames, slice):
+        if isinstance(frames, slice):
+            for part in (frames.start, frames.stop, frames.step):
+                if part is not None and (isinstance(part, bool) or not isinstance(part, (int, np.integer))):
+                    raise UsageError(f"frames (--frames) must be a slice of whole numbers, got {frames!r}")
+            if frames.step == 0:
+                raise UsageError("frames (--frames): the step cannot be zero")
+        return frames
+    if not isinstance(frames, str) or frames.count(":") not in (1, 2):
+        raise UsageError(f"frames (--frames) must be START:STOP or START:STOP:STEP, got {frames!r}")
+    try:
+        parts = [int(p) if p.strip() else None for p in frames.split(":")]
+    except ValueError:
+        raise UsageError(f"frames (--frames) must be START:STOP:STEP of whole numbers, got {frames!r}") from None
+    return parse_frames(slice(*parts))
+
+
+def _check_sample(sample: Any) -> int | None:
+    if sample is None:
+        return None
+    if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) or sample < 1:
+        raise UsageError(f"sample (--sample) must be a whole number of frames, at least 1, got {sample!r}")
+    return int(sample)
 
 
 @dataclass(frozen=True)
@@ -146,6 +172,12 @@ class JobOptions:
         Dask scheduler file (written by ``dask scheduler --scheduler-file``), or None.
     client : distributed.Client or None
         A connected Dask client (API only); at most one of the three is set.
+    state : str or None
+        State file a run resumes from and saves to (``--state``).
+    frames : slice or None
+        Frames of video inputs to use (``--frames START:STOP:STEP``).
+    sample : int or None
+        Use this many evenly spaced frames of video inputs (``--sample N``).
     """
 
     weights: tuple[float, ...] | None = None
@@ -159,6 +191,9 @@ class JobOptions:
     scheduler_address: str | None = None
     scheduler_file: str | None = None
     client: Any = field(default=None, compare=False, repr=False)
+    state: str | None = None
+    frames: slice | None = None
+    sample: int | None = None
 
     @classmethod
     def create(
@@ -174,6 +209,9 @@ class JobOptions:
         scheduler_address: str | None = None,
         scheduler_file: str | os.PathLike[str] | None = None,
         client: Any = None,
+        state: str | os.PathLike[str] | None = None,
+        frames: Any = None,
+        sample: Any = None,
         **params: Any,
     ) -> "JobOptions":
         """Validate raw option values (as given to the API) into options."""
@@ -194,6 +232,9 @@ class JobOptions:
             method=method or "mean",
             params=dict(params),
             **_check_scheduler(scheduler_address, scheduler_file, client),
+            state=None if state is None else os.fspath(state),
+            frames=parse_frames(frames),
+            sample=_check_sample(sample),
         )
 
     @classmethod
@@ -201,7 +242,7 @@ class JobOptions:
         """Options from a mapping of option names (absent or None means default)."""
         known = {
             "weights", "dtype", "max_memory", "threads", "compression", "tile", "method",
-            "scheduler_address", "scheduler_file", "client",
+            "scheduler_address", "scheduler_file", "client", "state", "frames", "sample",
         }
         unknown = set(values) - known
         if unknown:

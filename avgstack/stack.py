@@ -23,15 +23,18 @@ __all__ = ["Stack", "stack_inputs", "check_compatible"]
 
 
 def stack_inputs(inputs: Sequence[InputSpec] | InputSpec) -> list[InputSpec]:
-    """Inputs as a list (a single path or array is a stack of one)."""
+    """Inputs as a list (a single path or array is a stack of one); ``'scan.tif[a:b]'`` becomes one input per page."""
+    from .reading.pages import expand_page_range
+
     if isinstance(inputs, (str, os.PathLike, np.ndarray)):
-        return [inputs]
+        return expand_page_range(inputs)
     if isinstance(inputs, (bytes, int, float)) or inputs is None:
         raise UsageError(f"inputs must be paths or numpy arrays, got {type(inputs).__name__}")
     try:
-        return list(inputs)
+        items = list(inputs)
     except TypeError:
         raise UsageError(f"inputs must be paths or numpy arrays, got {type(inputs).__name__}") from None
+    return [page for item in items for page in expand_page_range(item)]
 
 
 def _alpha_name(code: int) -> str:

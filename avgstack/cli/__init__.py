@@ -38,7 +38,18 @@ EXIT_SIGTERM = 143
 def _run_job(output: str, inputs: list[str], options: dict, *, dry_run: bool, bar: bool, label: str) -> int:
     """Run (or plan) one job; errors propagate as AvgstackError."""
     start = clock()
-    with FileJob(inputs, output, JobOptions.from_mapping(options)) as job:
+    job_options = JobOptions.from_mapping(options)
+    if job_options.state is not None:
+        from ..statejob import run_state_cli
+
+        return run_state_cli(inputs, output, job_options, dry_run=dry_run, bar=bar, label=label, start=start)
+    from ..reading.frames import has_video
+
+    if has_video(inputs):
+        from ..iterables import run_frames_cli
+
+        return run_frames_cli(inputs, output, job_options, dry_run=dry_run, bar=bar, label=label)
+    with FileJob(inputs, output, job_options) as job:
         plan = job.describe()
         if dry_run:
             print("\n".join(plan.lines()))
@@ -64,6 +75,9 @@ def _cli_options(args) -> dict:
         "threads": args.threads,
         "scheduler_address": args.scheduler_address,
         "scheduler_file": args.scheduler_file,
+        "state": args.state,
+        "frames": args.frames,
+        "sample": args.sample,
     }
     return {k: v for k, v in options.items() if v is not None}
 

@@ -7,6 +7,7 @@ import os
 from typing import Iterable
 
 from ..errors import InputError
+from ..reading.pages import split_page_range
 from ..reading.tiff import split_page_suffix
 
 __all__ = ["expand_inputs"]
@@ -17,6 +18,9 @@ _GLOB_CHARS = set("*?[")
 def _is_glob(item: str) -> bool:
     if not _GLOB_CHARS & set(item) or os.path.exists(item):
         return False
+    ranged = split_page_range(item)
+    if ranged is not None and not _GLOB_CHARS & set(ranged[0]):
+        return False  # 'scan.tif[:]' selects pages of scan.tif
     path, _ = split_page_suffix(item)
     # 'scan.tif[2]' selects page 2 of an existing scan.tif: not a pattern
     return path == item or not os.path.exists(path)

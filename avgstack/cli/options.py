@@ -25,6 +25,9 @@ examples:
   thousands of inputs from a list file or a quoted glob (expanded by avgstack, sorted):
     python -m avgstack -o avg.tif @frames.txt
     python -m avgstack -o avg.tif 'night/*.tif'
+  every page of a multi-page TIFF (ImageJ stack, OME-TIFF series), or pages 10 to 19:
+    python -m avgstack -o avg.tif 'stack.tif[:]'
+    python -m avgstack -o avg.tif 'stack.tif[10:20]'
   second page of multi-page TIFFs, 16-bit output, LZW tiles, 2 GB budget:
     python -m avgstack -o avg.tif 'scan1.tif[1]' 'scan2.tif[1]' --dtype uint16 \\
         --compression lzw --tile 256 --max-memory 2GB
@@ -107,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     io = parser.add_argument_group("inputs and output")
     io.add_argument("inputs", nargs="*", metavar="INPUT",
-                    help="image files: TIFF/BigTIFF in any layout ('scan.tif[N]' picks page N), or PNG, "
+                    help="image files: TIFF/BigTIFF in any layout ('scan.tif[N]' picks page N, 'scan.tif[:]' or "
+                         "'scan.tif[A:B:STEP]' makes each page a frame), or PNG, "
                          "JPEG, BMP, PNM, WebP, EXR, ... (decoded whole). '@list.txt' reads paths from a "
                          "file (one per line, '#' comments); quoted globs such as 'dir/*.tif' are expanded")
     io.add_argument("-o", "--output", metavar="OUT",
@@ -126,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     maths.add_argument("--dtype", choices=DTYPES, metavar="TYPE",
                        help=f"output sample type: {', '.join(DTYPES)}; default: the inputs' type, "
                             "e.g. --dtype float32 keeps fractions and negative sums")
+
+    maths.add_argument("--state", metavar="FILE",
+                       help="running result across runs: load FILE if it exists, add this run's inputs, "
+                            "save FILE and write OUT (both only on success), e.g. a nightly --state sums.npz")
+    maths.add_argument("--frames", metavar="START:STOP:STEP",
+                       help="frames of video inputs to use, in Python slice notation (STOP excluded), "
+                            "e.g. --frames 100:1000:10")
+    maths.add_argument("--sample", type=int, metavar="N",
+                       help="use N evenly spaced frames of video inputs, e.g. --sample 25 for a background median")
 
     res = parser.add_argument_group("resources and output format")
     res.add_argument("-m", "--max-memory", type=_size, default=None, metavar="SIZE",

@@ -72,6 +72,15 @@ def open_source(spec: InputSpec, pool: FilePool, index: int = 0, *, budget: int 
     if page:
         raise InputError(f"{name}: pages can only be selected in TIFF files")
     if fmt is None:
+        from .video import sniff_video
+
+        if sniff_video(head) is not None:
+            from ..errors import UnsupportedInputError
+
+            raise UnsupportedInputError(
+                f"{name}: a video; videos are read frame by frame by average(), average_to_file() and the "
+                "command line without --state, not as one frame of a stack"
+            )
         raise InputError(f"{name}: not an image avgstack can read (unknown format)")
     from .opencv import OpenCVSource
 

@@ -20,7 +20,9 @@ import tifffile
 from .header_base import Header, HeaderError, _Source
 from .header_more import probe_webp
 
-__all__ = ["PageMissing", "TableTooLarge", "TagTooLarge", "max_segment_bytes", "payload_size", "scan_ifd"]
+__all__ = [
+    "PageMissing", "TableTooLarge", "TagTooLarge", "count_pages", "max_segment_bytes", "payload_size", "scan_ifd",
+]
 
 #: Bytes each entry of a strip/tile table costs while held: tifffile's copy of offsets and counts,
 #: and avgstack's int64 copies of both.
@@ -178,3 +180,75 @@ def _j2k_size(data: bytes) -> tuple[int, int] | None:
         return None
     x1, y1, x0, y0 = struct.unpack_from(">IIII", data, pos + 8)
     return max(0, y1 - y0), max(0, x1 - x0)
+
+
+# ---------------------------------------------------------------- page counts
+
+#: Bytes of the smallest IFD a page can have (classic TIFF: entry count, no entries, next offset).
+MIN_IFD_BYTES = 6
+
+
+def count_pages(path: str) -> int:
+    """Number of pages (IFDs) in the main chain of the TIFF at ``path``, from small reads only.
+
+    The chain is followed offset by offset, each IFD checked to lie inside the
+    file; a chain that loops back on itself counts its distinct pages, as
+    tifffile does (Brent's cycle detection: nothing is held per page, so
+    nothing is allocated on the file's word).
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(16)
+        order = "<" if head[:2] == b"II" else ">"
+        version = struct.unpack_from(order + "H", head, 2)[0] if len(head) >= 4 else 0
+        if version == 42 and len(head) >= 8:
+            count_fmt, count_size, off_fmt, off_size, entry = "H", 2, "I", 4, 12
+            first = struct.unpack_from(order + "I", head, 4)[0]
+        elif version == 43 and len(head) >= 16:
+            count_fmt, count_size, off_fmt, off_size, entry = "Q", 8, "Q", 8, 20
+            first = struct.unpack_from(order + "Q", head, 8)[0]
+        else:
+            return 0
+
+        def valid(offset: int) -> bool:
+            if offset < 8 or offset + count_size > size:
+                return False
+            f.seek(offset)
+            count = struct.unpack(order + count_fmt, f.read(count_size))[0]
+            return count <= 4096 and offset + count_size + count * entry + off_size <= size
+
+        def following(offset: int) -> int | None:
+            """The next page's offset, or None where the chain ends (or leaves the file)."""
+            f.seek(offset)
+            count = struct.unpack(order + count_fmt, f.read(count_size))[0]
+            f.seek(offset + count_size + count * entry)
+            nxt = struct.unpack(order + off_fmt, f.read(off_size))[0]
+            return nxt if valid(nxt) else None
+
+        if not valid(first):
+            return 0
+        # Brent: the chain x0, x1, ... of offsets inside the file ends or cycles within
+        # size // MIN_IFD_BYTES distinct pages; find its length, or its cycle's length and start
+        power = lam = 1
+        tortoise, hare, steps = first, following(first), 1
+        while hare is not None and hare != tortoise:
+            if power == lam:
+                tortoise, power, lam = hare, power * 2, 0
+            hare = following(hare)
+            lam += 1
+            steps += 1
+        if hare is None:
+            return steps
+        a = b = first
+        for _ in range(lam):
+            b = following(b)
+        mu = 0
+        while a != b:
+            a, b = following(a), following(b)
+            mu += 1
+        return mu + lam

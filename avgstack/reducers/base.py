@@ -9,6 +9,15 @@ Two kinds, as dask's reductions split chunk work from aggregation:
   percentiles, clipping): ``reset(rows)``, then ``reduce(cube, out)`` with a
   ``(N, rows, width, samples)`` array.
 
+**Incremental use** (:class:`avgstack.Accumulator`): a reducer class with
+``incremental = True`` also accepts an *open-ended* spec (``open_ended=True``:
+``count`` is then a capacity, the most frames its state must hold exactly, and
+:meth:`Reducer.finish` reduces the frames added so far, :attr:`Reducer.added`),
+a weight with each frame (:meth:`Reducer.set_weight`), an exact copy of its
+state as named arrays (:meth:`Reducer.state`) that :meth:`Reducer.restore`
+loads back bit for bit, and a :meth:`Reducer.finish` that leaves that state
+unchanged, so more frames can be added after a result.
+
 Each reducer declares every buffer it needs for a band of a given height,
 including the input rows it is fed (:meth:`Reducer.declare`), and allocates
 from those same declarations. A :class:`ReduceSpec` is the picklable
@@ -26,7 +35,7 @@ import numpy as np
 
 from ..buffers import Buffer, find
 
-__all__ = ["FRAME", "CUBE", "ReduceSpec", "Reducer", "input_buffer_name"]
+__all__ = ["FRAME", "CUBE", "ReduceSpec", "Reducer", "input_buffer_name", "take"]
 
 FRAME = "frame"
 CUBE = "cube"
@@ -50,6 +59,9 @@ class ReduceSpec:
         Packed bit depth of the output, which narrows its range.
     params : tuple of (str, value)
         Method parameters (percentile, sigma bounds, ...).
+    open_ended : bool
+        Incremental use: frames (and their weights) arrive one by one, and
+        ``count`` is the capacity the state is sized for, not the frame count.
     """
 
     method: str
@@ -59,6 +71,7 @@ class ReduceSpec:
     weights: tuple[float, ...] | None = None
     out_bits: int | None = None
     params: tuple[tuple[str, Any], ...] = ()
+    open_ended: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "in_dtype", np.dtype(self.in_dtype))
@@ -88,6 +101,8 @@ class Reducer(ABC):
     """
 
     kind: ClassVar[str] = FRAME
+    #: Implements incremental use: open-ended specs, :meth:`set_weight`, :meth:`state` and :meth:`restore`.
+    incremental: ClassVar[bool] = False
 
     def __init__(self, spec: ReduceSpec, shape: tuple[int, int, int]) -> None:
         self.spec = spec
@@ -98,6 +113,8 @@ class Reducer(ABC):
         self._rows = self.shape[0]
         self._size = int(np.prod(self.shape, dtype=np.int64))
         self._declared = self.state_buffers(spec, self.shape)
+        #: Frames added to the current band.
+        self.added = 0
 
     # -- declarations ----------------------------------------------------------
 
@@ -131,16 +148,24 @@ class Reducer(ABC):
             raise ValueError(f"band of {rows} rows exceeds planned {self.shape[0]}")
         self._rows = rows
         self._size = rows * int(np.prod(self.shape[1:], dtype=np.int64))
+        self.added = 0
         self._reset(self._size)
 
     def _reset(self, size: int) -> None:
         """Prepare state for a band of ``size`` samples."""
 
-    def add(self, frame: np.ndarray, index: int) -> None:
-        """Frame reducers: add band rows ``frame`` of input ``index``."""
+    def add(self, frame: np.ndarray, index: int, weight: float | None = None) -> None:
+        """Frame reducers: add band rows ``frame`` of input ``index`` (with its ``weight``, incrementally)."""
         if frame.shape[0] != self._rows or frame.size != self._size:
             raise ValueError(f"frame band {frame.shape} does not match band of {self._rows} rows")
+        if weight is not None:
+            self.set_weight(index, weight)
         self._add(np.ascontiguousarray(frame).reshape(-1), index)
+        self.added += 1
+
+    def set_weight(self, index: int, weight: float) -> None:
+        """Incremental use: the weight of frame ``index``, given before the frame is added."""
+        raise TypeError(f"{type(self).__name__} takes no weights")
 
     def _add(self, flat: np.ndarray, index: int) -> None:
         raise TypeError(f"{type(self).__name__} is fed whole cubes, not frames")
@@ -149,6 +174,10 @@ class Reducer(ABC):
         """Frame reducers: write the band's result into ``out``; return the clipped sample count."""
         if out.size != self._size:
             raise ValueError(f"output band {out.shape} does not match band of {self._rows} rows")
+        if self.spec.open_ended:
+            if not self.added:
+                raise ValueError("no frames added")
+            self.count = self.added  # what _finish divides by and checks against
         if out.flags.c_contiguous:
             return self._finish(out.reshape(-1))
         flat = np.empty(self._size, self.out_dtype)
@@ -162,3 +191,56 @@ class Reducer(ABC):
     def reduce(self, cube: np.ndarray, out: np.ndarray) -> int:
         """Cube reducers: reduce ``cube`` ``(count, rows, width, samples)`` into ``out``; return clipped."""
         raise TypeError(f"{type(self).__name__} is fed one frame at a time")
+
+    # -- incremental use -------------------------------------------------------
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The exact state of the current band, as named arrays (views of the reducer's own buffers)."""
+        if not self.incremental:
+            raise TypeError(f"{type(self).__name__} cannot save its state")
+        out = self._state()
+        out["added"] = np.array(self.added, np.int64)
+        return out
+
+    def restore(self, state: Any) -> None:
+        """Load a :meth:`state` back (a mapping of names to arrays, read one at a time).
+
+        Raises
+        ------
+        ValueError
+            An array is missing or does not have the shape and type this reducer needs.
+        """
+        if not self.incremental:
+            raise TypeError(f"{type(self).__name__} cannot restore a state")
+        self.reset(self.shape[0])
+        added = int(take(state, "added", (), np.dtype(np.int64)))
+        if added < 0 or added > self.spec.count:
+            raise ValueError(f"{added} frames added, more than the capacity {self.spec.count}")
+        self.added = added
+        self._restore(state)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        raise TypeError(f"{type(self).__name__} cannot save its state")
+
+    def _restore(self, state: Any) -> None:
+        raise TypeError(f"{type(self).__name__} cannot restore a state")
+
+
+def take(
+    state: Any, name: str, shape: tuple[int, ...], dtype: np.dtype | None = None, *, widen: bool = False
+) -> np.ndarray:
+    """Array ``name`` of a state mapping, checked for ``shape`` and ``dtype``.
+
+    With ``widen``, any type that casts safely to ``dtype`` is accepted (a sum
+    saved in a narrower integer type). Raises ValueError otherwise.
+    """
+    try:
+        array = np.asarray(state[name])
+    except KeyError:
+        raise ValueError(f"state has no {name!r}") from None
+    if array.shape != tuple(shape):
+        raise ValueError(f"state {name!r} has shape {array.shape}, expected {tuple(shape)}")
+    if dtype is not None and array.dtype != dtype:
+        if not (widen and np.can_cast(array.dtype, dtype, "safe")):
+            raise ValueError(f"state {name!r} holds {array.dtype}, expected {np.dtype(dtype)}")
+    return array
