@@ -30,6 +30,14 @@ def average(
     max_memory: int | str | None = None,
     threads: int | None = None,
     progress: ProgressCallback | None = None,
+    method: str = "mean",
+    percentile: float | None = None,
+    sigma_low: float | None = None,
+    sigma_high: float | None = None,
+    max_iters: int | None = None,
+    nlow: int | None = None,
+    nhigh: int | None = None,
+    ddof: int | None = None,
 ) -> np.ndarray:
     """Average a stack of images into an array laid out as ``cv2.imread(..., IMREAD_UNCHANGED)`` returns it.
 
@@ -50,6 +58,19 @@ def average(
         Worker threads.
     progress : callable, optional
         Called with a :class:`~avgstack.Progress` as the work advances.
+    method : str
+        What to compute per sample over the frames: ``'mean'`` (default),
+        ``'sum'``, ``'min'``, ``'max'``, ``'median'``, ``'percentile'``,
+        ``'std'``, ``'var'``, ``'sigma-clip'`` or ``'minmax'`` (see the README).
+    percentile : float
+        For ``'percentile'`` (required): 0 to 100, numpy's linear method.
+    sigma_low, sigma_high, max_iters : float, float, int
+        For ``'sigma-clip'``: rejection bounds in standard deviations below and
+        above the median (default 3 each) and the most iterations (default 5).
+    nlow, nhigh : int
+        For ``'minmax'``: values dropped at each end (default 1 each).
+    ddof : int
+        For ``'std'`` and ``'var'``: delta degrees of freedom (default 0).
 
     Returns
     -------
@@ -69,14 +90,21 @@ def average(
     >>> avgstack.average([a, b])[0, 0].tolist()
     [2, 2, 2]
     """
-    options = JobOptions.create(weights, dtype=dtype, max_memory=max_memory, threads=threads)
+    options = JobOptions.create(
+        weights, dtype=dtype, max_memory=max_memory, threads=threads, method=method, percentile=percentile,
+        sigma_low=sigma_low, sigma_high=sigma_high, max_iters=max_iters, nlow=nlow, nhigh=nhigh, ddof=ddof,
+    )
     specs = stack_inputs(inputs)
     options.with_count(len(specs))
-    with Stack(specs, options.dtype) as stack:
+    with Stack(specs, options.out_dtype) as stack:
         sink = ArraySink(layout_of(stack))
-        engine = Engine(stack, reduce_spec(stack, options.weights), sink, options.max_memory, options.threads)
+        spec = reduce_spec(stack, options.weights, options.method, **options.params)
+        engine = Engine(stack, spec, sink, options.max_memory, options.threads)
         plan = engine.plan
-        log.debug("plan: %d bands of %d rows, %s", len(plan.bands), plan.band_height, format_size(plan.memory))
+        log.debug(
+            "plan: %s, %d bands of %d rows, %s", options.describe(), len(plan.bands), plan.band_height,
+            format_size(plan.memory),
+        )
         result = sink.result(plan)
         for _ in engine.bands(result, progress):
             pass
@@ -84,9 +112,10 @@ def average(
         return to_opencv_layout(result, stack.info.photometric)
 
 
-def _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads) -> FileJob:
+def _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, method, params) -> FileJob:
     options = JobOptions.create(
-        weights, dtype=dtype, max_memory=max_memory, threads=threads, compression=compression, tile=tile
+        weights, dtype=dtype, max_memory=max_memory, threads=threads, compression=compression, tile=tile,
+        method=method, **params,
     )
     return FileJob(stack_inputs(inputs), out, options)
 
@@ -101,13 +130,25 @@ def plan_to_file(
     compression: str | None = None,
     tile: int | None = None,
     threads: int | None = None,
+    method: str = "mean",
+    percentile: float | None = None,
+    sigma_low: float | None = None,
+    sigma_high: float | None = None,
+    max_iters: int | None = None,
+    nlow: int | None = None,
+    nhigh: int | None = None,
+    ddof: int | None = None,
 ) -> JobPlan:
     """Check a job from headers and return its plan without reading pixels or writing anything.
 
     Takes the arguments of :func:`average_to_file` and raises the same errors
     it would raise before processing.
     """
-    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads) as job:
+    params = dict(
+        percentile=percentile, sigma_low=sigma_low, sigma_high=sigma_high, max_iters=max_iters, nlow=nlow,
+        nhigh=nhigh, ddof=ddof,
+    )
+    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, method, params) as job:
         return job.describe()
 
 
@@ -122,6 +163,14 @@ def average_to_file(
     tile: int | None = None,
     threads: int | None = None,
     progress: ProgressCallback | None = None,
+    method: str = "mean",
+    percentile: float | None = None,
+    sigma_low: float | None = None,
+    sigma_high: float | None = None,
+    max_iters: int | None = None,
+    nlow: int | None = None,
+    nhigh: int | None = None,
+    ddof: int | None = None,
 ) -> Report:
     """Average a stack and stream the result to ``out``, replacing it atomically.
 
@@ -131,7 +180,8 @@ def average_to_file(
 
     Parameters
     ----------
-    inputs, weights, dtype, max_memory, threads, progress
+    inputs, weights, dtype, max_memory, threads, progress, method, percentile, sigma_low, sigma_high, \
+    max_iters, nlow, nhigh, ddof
         As for :func:`average`.
     out : str or path-like
         Output file; written to a temporary file beside it and renamed over it
@@ -148,5 +198,9 @@ def average_to_file(
         Shape, dtype, frames, seconds, peak memory, clipped samples, ...
     """
     start = clock()
-    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads) as job:
+    params = dict(
+        percentile=percentile, sigma_low=sigma_low, sigma_high=sigma_high, max_iters=max_iters, nlow=nlow,
+        nhigh=nhigh, ddof=ddof,
+    )
+    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, method, params) as job:
         return job.run(progress, start)

@@ -61,6 +61,8 @@ class Report:
         Whether the output is BigTIFF.
     threads : int
         Worker threads.
+    method : str
+        What was computed, with its parameters (``'median'``, ``'sigma-clip (max_iters=5, ...)'``).
     """
 
     output: str
@@ -77,14 +79,15 @@ class Report:
     bytes_written: int
     bigtiff: bool
     threads: int
+    method: str = "exact mean"
 
     def summary(self) -> str:
         """One line for logs."""
         h, w, s = self.shape
         rate = self.bytes_read / self.seconds / 1e6 if self.seconds > 0 else 0.0
         return (
-            f"{self.output}: {w}x{h}x{s} {self.dtype}, {self.frames} frames, {self.seconds:.2f} s, "
-            f"{rate:.0f} MB/s read, peak memory {format_size(self.peak_memory)}, "
+            f"{self.output}: {self.method} of {self.frames} frames, {w}x{h}x{s} {self.dtype}, "
+            f"{self.seconds:.2f} s, {rate:.0f} MB/s read, peak memory {format_size(self.peak_memory)}, "
             f"{self.clipped} clipped samples"
         )
 
@@ -137,6 +140,8 @@ class JobPlan:
         Uncompressed size of the output pixels.
     passes : int
         Times each input is decoded (whole-frame inputs whose result does not fit at once).
+    method : str
+        What is computed, with its parameters (``'exact mean'``, ``'percentile (percentile=90)'``).
     """
 
     inputs: tuple[str, ...]
@@ -157,13 +162,14 @@ class JobPlan:
     read_bytes: int
     write_bytes: int
     passes: int = 1
+    method: str = ""
 
     def lines(self) -> list[str]:
         """The plan, for people."""
         h, w, s = self.shape
         return [
             f"inputs: {len(self.inputs)} frames of {self.description}",
-            f"operation: {'weighted sum' if self.weighted else 'exact mean'}",
+            f"operation: {self.method or ('weighted sum' if self.weighted else 'exact mean')}",
             f"output: {self.output} ({self.output_format.upper()}"
             + (f", {'BigTIFF' if self.bigtiff else 'classic TIFF'}, compression {self.compression}"
                + (f", tiles {self.tile}x{self.tile}" if self.tile else ", strips")
@@ -202,7 +208,7 @@ class FileJob:
         self.budget = options.max_memory
         specs = stack_inputs(inputs)
         options.with_count(len(specs))
-        self.stack = Stack(specs, options.dtype)
+        self.stack = Stack(specs, options.out_dtype)
         try:
             stack = self.stack
             self.sink = choose_sink(self.out, layout_of(stack), compression=options.compression, tile=options.tile)
@@ -243,6 +249,7 @@ class FileJob:
             read_bytes=read * self.engine.passes,
             write_bytes=sink.layout.frame_bytes,
             passes=self.engine.passes,
+            method=self.options.describe(),
         )
 
     def run(self, progress: ProgressCallback | None = None, start: float | None = None) -> Report:
@@ -275,6 +282,7 @@ class FileJob:
             bytes_written=written.nbytes,
             bigtiff=written.bigtiff,
             threads=threads,
+            method=self.options.describe(),
         )
         log.info("%s", report.summary())
         return report
