@@ -62,6 +62,14 @@ def _cli_options(args) -> dict:
         "compression": args.compression,
         "tile": args.tile,
         "threads": args.threads,
+        "method": args.method,
+        "percentile": args.percentile,
+        "sigma_low": args.sigma_low,
+        "sigma_high": args.sigma_high,
+        "max_iters": args.max_iters,
+        "nlow": args.nlow,
+        "nhigh": args.nhigh,
+        "ddof": args.ddof,
     }
     return {k: v for k, v in options.items() if v is not None}
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..engine import DTYPES
 from ..errors import UsageError
+from ..options import PARAMS, JobOptions
 from ..planning import parse_size
 from ..writing.tiff import COMPRESSIONS
 
@@ -39,7 +40,8 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = ["BatchJob", "load_batch", "is_up_to_date"]
 
-_OPTION_KEYS = {"weights", "dtype", "compression", "tile", "max_memory", "threads"}
+_METHOD_KEYS = {"method", *PARAMS}
+_OPTION_KEYS = {"weights", "dtype", "compression", "tile", "max_memory", "threads"} | _METHOD_KEYS
 _JOB_KEYS = _OPTION_KEYS | {"output", "inputs"}
 
 
@@ -80,6 +82,8 @@ def _check_options(where: str, table: dict[str, Any]) -> dict[str, Any]:
             if key == "tile" and value % 16:
                 raise UsageError(f"{where}: tile must be a multiple of 16, got {value}")
             options[key] = value
+        elif key in _METHOD_KEYS:
+            options[key] = value  # checked with the job's other method keys (_check_method)
         elif key == "max_memory":
             if not isinstance(value, (str, int)) or isinstance(value, bool):
                 raise UsageError(f"{where}: max_memory must be a size such as \"512MiB\"")
@@ -88,6 +92,14 @@ def _check_options(where: str, table: dict[str, Any]) -> dict[str, Any]:
             except UsageError as err:
                 raise UsageError(f"{where}: {err}") from None
     return options
+
+
+def _check_method(where: str, options: dict[str, Any]) -> None:
+    """The job's method, its parameters and weights, checked together."""
+    try:
+        JobOptions.from_mapping({k: v for k, v in options.items() if k in _METHOD_KEYS or k == "weights"})
+    except UsageError as err:
+        raise UsageError(f"{where}: {err}") from None
 
 
 def load_batch(path: str) -> list[BatchJob]:
@@ -134,6 +146,7 @@ def load_batch(path: str) -> list[BatchJob]:
         outputs.add(os.path.abspath(output))
         options = dict(defaults)
         options.update(_check_options(where, {k: v for k, v in table.items() if k in _OPTION_KEYS}))
+        _check_method(where, options)
         jobs.append(BatchJob(number, output, tuple(inputs), options))
     return jobs
 

@@ -63,7 +63,7 @@ def mean_of_rows(rows, count, mask=None) -> np.ndarray:
         hi = s
     n = np.asarray(count, np.float64)
     q = hi / n
-    p, e = _two_prod_scalar(q, n)
+    p, e = _two_prod_scalar(q, n)  # type: ignore[arg-type]  # elementwise on arrays too
     r = (hi - p) - e + lo
     refined = q + r / n
     return np.where(np.isfinite(refined) & (r != 0), refined, q)
@@ -87,7 +87,7 @@ class _Rejection(CubeReducer):
     @classmethod
     def extra_buffers(cls, spec: ReduceSpec, chunk: int) -> list[Buffer]:
         return [
-            Buffer("sorted values", (spec.count, chunk), np.float64),
+            Buffer("sorted values", (spec.count, chunk), np.dtype(np.float64)),
             opaque("rejection temporaries", cls.clip_rows * spec.count * chunk * 8),
         ]
 
@@ -105,7 +105,7 @@ class _Rejection(CubeReducer):
         s[...] = np.take_along_axis(s, order, axis=0)
         return s, self.weights[order]
 
-    def _finish(self, s: np.ndarray, w: np.ndarray | None, inside: np.ndarray, count, rows, out) -> int:
+    def _survivor_mean(self, s: np.ndarray, w: np.ndarray | None, inside: np.ndarray, count, rows, out) -> int:
         """Store the mean of the survivors ``inside`` (``count`` per column)."""
         nan = self.nan_columns(rows)
         k = len(out)
@@ -166,7 +166,7 @@ class SigmaClip(_Rejection):
                 break
             lo, hi = new_lo, new_hi
             inside = (index >= lo) & (index < hi)
-        return self._finish(s, w, inside, hi - lo, rows, out)
+        return self._survivor_mean(s, w, inside, hi - lo, rows, out)
 
 
 class MinMax(_Rejection):
@@ -186,7 +186,7 @@ class MinMax(_Rejection):
             s, w = self._sorted(rows)
             inside = np.zeros((n, k), bool)
             inside[self.nlow : n - self.nhigh] = True
-            return self._finish(s, w, inside, self.survivors, rows, out)
+            return self._survivor_mean(s, w, inside, self.survivors, rows, out)
         ordered = order_rows(rows, self.sort_rows[:, :k], self.needed) if self.needed else list(rows)
         middle = ordered[self.nlow : n - self.nhigh]  # the survivors, in no particular order
         if self.in_float:

@@ -74,7 +74,7 @@ class CubeReducer(Reducer):
         c = cls.chunk(spec, shape)
         return [
             Buffer("sort rows", (spec.count + 2, c), work_dtype(spec.in_dtype)),
-            Buffer("float rows", (cls.float_rows, c), np.float64),
+            Buffer("float rows", (cls.float_rows, c), np.dtype(np.float64)),
             *cls.extra_buffers(spec, c),
             opaque("chunk temporaries", 8 * c * 8),
         ]

@@ -13,6 +13,8 @@ accumulator row per band row whatever the number of frames.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
 from ..arithmetic import (
@@ -34,7 +36,7 @@ __all__ = ["Extremum", "Minimum", "Maximum", "IntegerSum", "FloatSum", "sum_clas
 class Extremum(Reducer):
     """Running minimum or maximum of the frames."""
 
-    fold = staticmethod(np.minimum)
+    fold: Callable[..., Any] = staticmethod(np.minimum)
 
     def __init__(self, spec: ReduceSpec, shape: tuple[int, int, int]) -> None:
         super().__init__(spec, shape)
@@ -47,7 +49,7 @@ class Extremum(Reducer):
         size = int(np.prod(shape, dtype=np.int64))
         return [
             Buffer("accumulator", (size,), spec.in_dtype),
-            Buffer("rounding chunk", (min(CHUNK, size),), np.float64),
+            Buffer("rounding chunk", (min(CHUNK, size),), np.dtype(np.float64)),
             _scratch(),
         ]
 
