@@ -8,7 +8,9 @@ and touch them only where numpy's definitions ask for arithmetic:
   ``(a + b) / 2`` in float64, one rounding into the output type).
 * percentile ``p``: numpy's default ``linear`` method on the stored values,
   virtual index ``(N - 1) * (p / 100)``, interpolated with numpy's ``_lerp``
-  in float64, rounded half to even into integer outputs.
+  in float64, rounded half to even into integer outputs; between two equal
+  values, that value (numpy would turn ``-0.0`` into ``0.0`` and two equal
+  infinities into NaN).
 
 A column holding a NaN gives NaN, as ``np.median`` and ``np.percentile`` do.
 """
@@ -122,5 +124,9 @@ class Percentile(_Order):
             else:
                 np.multiply(diff, t, out=diff)
                 np.add(a, diff, out=values, dtype=np.float64)
+            # equal neighbours give their value: numpy's lerp turns -0.0 into 0.0 and two infinities into NaN
+            same = a == b
+            if same.any():
+                values[same] = a[same]
         self.propagate_nan(values, rows, nan)
         return self.store(values, out)
