@@ -29,11 +29,14 @@ import numpy as np
 from ..arithmetic import _two_prod_scalar
 from ..buffers import Buffer, opaque
 from .base import ReduceSpec
-from .cube import CubeReducer, chunk_for
+from .cube import CubeReducer, chunk_for, work_dtype
 from .networks import order_rows
 from .order import midpoint
 
 __all__ = ["SigmaClip", "MinMax", "divide_half_even", "mean_of_rows"]
+
+#: Columns iterated at once, each through several (N, SUBCHUNK) float64 temporaries.
+SUBCHUNK = 2048
 
 
 def divide_half_even(s: np.ndarray, n: np.ndarray | int) -> np.ndarray:
@@ -77,86 +80,182 @@ class _Rejection(CubeReducer):
     def __init__(self, spec: ReduceSpec, shape: tuple[int, int, int]) -> None:
         super().__init__(spec, shape)
         self.weights = None if spec.weights is None else np.asarray(spec.weights, np.float64)
-        self.values = self._allocate("sorted values")
+        self.values = self._allocate("sorted values") if spec.weights is not None else None
 
     @classmethod
     def chunk(cls, spec: ReduceSpec, shape: tuple[int, ...]) -> int:
         size = max(1, int(np.prod(shape, dtype=np.int64)))
-        return chunk_for(spec.count, 8, size, floor=1024, ceiling=1 << 14)
+        if spec.weights is not None:  # every column goes through (N, chunk) float64 temporaries
+            return min(size, SUBCHUNK)
+        return chunk_for(spec.count, work_dtype(spec.in_dtype).itemsize, size, ceiling=1 << 15)
 
     @classmethod
     def extra_buffers(cls, spec: ReduceSpec, chunk: int) -> list[Buffer]:
-        return [
-            Buffer("sorted values", (spec.count, chunk), np.dtype(np.float64)),
-            opaque("rejection temporaries", cls.clip_rows * spec.count * chunk * 8),
+        sub = min(chunk, SUBCHUNK)
+        buffers = [
+            opaque("rejection temporaries", cls.clip_rows * (spec.count + 1) * sub * 8),
+            opaque("chunk temporaries (rows)", 12 * chunk * 8),
         ]
+        if spec.weights is not None:
+            buffers.append(Buffer("sorted values", (spec.count, chunk), np.dtype(np.float64)))
+        return buffers
 
     def _sorted(self, rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Sorted float64 values ``(N, k)`` and, with weights, each value's weight."""
+        """Sorted float64 values ``(N, k)`` and each value's weight (weighted jobs)."""
         k = len(rows[0])
+        assert self.values is not None and self.weights is not None
         s = self.values[:, :k]
-        if self.weights is None:
-            for i, r in enumerate(order_rows(rows, self.sort_rows[:, :k])):
-                s[i] = r
-            return s, None
         for i, r in enumerate(rows):
             s[i] = r
         order = np.argsort(s, axis=0, kind="stable")
         s[...] = np.take_along_axis(s, order, axis=0)
         return s, self.weights[order]
 
-    def _survivor_mean(self, s: np.ndarray, w: np.ndarray | None, inside: np.ndarray, count, rows, out) -> int:
-        """Store the mean of the survivors ``inside`` (``count`` per column)."""
-        nan = self.nan_columns(rows)
-        k = len(out)
-        values = self._float(1, k)
-        empty = np.asarray(count) == 0
+    def _survivor_values(self, s: np.ndarray, w: np.ndarray | None, inside: np.ndarray, count) -> np.ndarray:
+        """Mean of the survivors ``inside`` of sorted ``s`` (``count`` per column): int64 for integer
+        inputs into integer outputs (rounded half to even), float64 otherwise (NaN where none survive)."""
+        count = np.asarray(count)
+        empty = count == 0
         if w is not None:
             num = np.where(inside, w * s, 0.0).sum(axis=0)
             den = np.where(inside, w, 0.0).sum(axis=0)
-            np.divide(num, den, out=values)
-        elif not self.in_float and self.out_int:
-            total = np.where(inside, s, 0.0).sum(axis=0)  # exact: integers below 2**53
-            q = divide_half_even(total.astype(np.int64), np.maximum(np.asarray(count, np.int64), 1))
-            if not np.any(empty):
-                return self.store(q, out)
-            values[...] = q
+            values = num / den
         elif not self.in_float:
-            total = np.where(inside, s, 0.0).sum(axis=0)
-            np.divide(total, count, out=values)
+            total = np.where(inside, s, 0.0).sum(axis=0)  # exact: integers below 2**53
+            if self.out_int:
+                return divide_half_even(total.astype(np.int64), np.maximum(count.astype(np.int64), 1))
+            values = total / count
         else:
-            values[...] = mean_of_rows(s, count, inside)
+            values = mean_of_rows(s, count, inside)
         if np.any(empty):
             values[empty] = np.nan
-        self.propagate_nan(values, rows, nan)
-        return self.store(values, out)
+        return values
+
+    def _store_values(self, values: np.ndarray, empty: np.ndarray | None, rows, out) -> int:
+        """Store survivors' means; samples with no survivor become NaN (0, clipped, in integers)."""
+        if values.dtype.kind == "i" and (empty is None or not empty.any()):
+            return self.store(values, out)
+        floats = self._float(1, len(out))
+        floats[...] = values
+        if empty is not None and empty.any():
+            floats[empty] = np.nan
+        self.propagate_nan(floats, rows, self.nan_columns(rows))
+        return self.store(floats, out)
 
 
 class SigmaClip(_Rejection):
-    """Iterative sigma clipping around the median, then the mean of the survivors."""
+    """Iterative sigma clipping around the median, then the mean of the survivors.
+
+    Most samples of a stack lose nothing in the first iteration. A first pass
+    over the unsorted rows (a selection network for the median, exact
+    integer moments or a two-pass float variance) finds them and gives them the
+    mean of all their values; only the others, usually a few per cent, are
+    sorted and iterated (:meth:`_iterate`).
+    """
 
     def __init__(self, spec: ReduceSpec, shape: tuple[int, int, int]) -> None:
         super().__init__(spec, shape)
         self.low = float(spec.param("sigma_low", 3.0))
         self.high = float(spec.param("sigma_high", 3.0))
         self.iterations = int(spec.param("max_iters", 5))
+        n = spec.count
+        # integers of 16 bits or less: sums of squares are exact, so is the variance's numerator
+        self.exact = not self.in_float and work_dtype(spec.in_dtype).itemsize <= 2 and n < 40000
+        self.middle = (n // 2,) if n % 2 else (n // 2 - 1, n // 2)
 
     def _chunk(self, rows: list[np.ndarray], out: np.ndarray) -> int:
-        s, w = self._sorted(rows)
+        if self.weights is not None:
+            s, w = self._sorted(rows)
+            inside, count = self._iterate(s)
+            return self._store_values(self._survivor_values(s, w, inside, count), count == 0, rows, out)
+        active, values = self._first_pass(rows)
+        empty = None
+        for start in range(0, active.size, SUBCHUNK):  # bounded (N, SUBCHUNK) temporaries
+            cols = active[start : start + SUBCHUNK]
+            sub = np.sort(np.stack([r[cols] for r in rows]).astype(np.float64), axis=0)
+            inside, count = self._iterate(sub)
+            values[cols] = self._survivor_values(sub, None, inside, count)
+            if (count == 0).any():
+                if empty is None:
+                    empty = np.zeros(len(out), bool)
+                empty[cols] = count == 0
+        return self._store_values(values, empty, rows, out)
+
+    def _moments(self, s1: np.ndarray, s2: np.ndarray, count) -> np.ndarray:
+        """Standard deviation from exact integer sums (``self.exact``): ``sqrt((n*s2 - s1**2) / n**2)``."""
+        count = np.asarray(count, np.int64)
+        num = count * s2.astype(np.int64) - s1.astype(np.int64) ** 2
+        return np.sqrt(num / (count.astype(np.float64) ** 2))
+
+    def _first_pass(self, rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Columns that the first iteration may change, and the mean of all values for the others."""
+        n, k = len(rows), len(rows[0])
+        ordered = order_rows(rows, self.sort_rows[:, :k], self.middle)
+        centre = midpoint(ordered[self.middle[0]], ordered[self.middle[-1]], self._float(0, k))
+        if self.exact:
+            acc = np.int32 if work_dtype(self.in_dtype).itemsize == 1 and n < 33000 else np.int64
+            s1, s2, t = np.zeros(k, acc), np.zeros(k, acc), np.empty(k, acc)
+            for r in rows:
+                np.add(s1, r, out=s1, casting="unsafe")
+                np.multiply(r, r, out=t, dtype=acc)
+                np.add(s2, t, out=s2)
+            std = self._moments(s1, s2, n)
+            margin = 0.0
+        else:
+            mean = mean_of_rows(rows, n)
+            ss, d = np.zeros(k), self._float(2, k)
+            for r in rows:
+                np.subtract(r, mean, out=d, dtype=np.float64)
+                np.multiply(d, d, out=d)
+                np.add(ss, d, out=ss)
+            std = np.sqrt(ss / n)
+            # float sums in another order than _iterate's: decide near-ties there
+            margin = 1e-9
+        lower = centre - std * self.low
+        upper = centre + std * self.high
+        if margin:
+            slack = (np.abs(lower) + np.abs(upper)) * margin
+            lower += slack
+            upper -= slack
+        # a column changes if its smallest value lies below the lower bound or its largest above the upper
+        low, high = rows[0].copy(), rows[0].copy()
+        for r in rows[1:]:
+            np.minimum(low, r, out=low)
+            np.maximum(high, r, out=high)
+        changed = low < lower
+        changed |= high > upper
+        active = np.flatnonzero(changed)
+        if self.exact:
+            # |sum| < 2**52: rint of the float64 quotient rounds the exact mean half to even (see IntegerMean)
+            values = np.rint(s1 / n).astype(np.int64) if self.out_int else s1 / n
+        elif not self.in_float:
+            total = np.zeros(k)
+            for r in rows:
+                np.add(total, r, out=total)
+            values = divide_half_even(total.astype(np.int64), n) if self.out_int else total / n
+        else:
+            values = mean_of_rows(rows, n)
+        return active, values
+
+    def _iterate(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """astropy's iterations on sorted columns ``s``: the survivors' mask and count per column."""
         n, k = s.shape
         cols = np.arange(k)
         index = np.arange(n)[:, None]
         lo = np.zeros(k, np.int64)
         hi = np.full(k, n, np.int64)
-        centre = self._float(2, k)
+        centre = np.empty(k)
         inside = np.ones((n, k), bool)
         for _ in range(self.iterations):
             count = hi - lo
             midpoint(s[(lo + hi - 1) // 2, cols], s[(lo + hi) // 2, cols], centre)
             kept = np.where(inside, s, 0.0)
-            mean = kept.sum(axis=0) / count
-            dev = np.where(inside, s - mean, 0.0)
-            std = np.sqrt((dev * dev).sum(axis=0) / count)
+            if self.exact:
+                std = self._moments(kept.sum(axis=0), (kept * kept).sum(axis=0), count)
+            else:
+                mean = kept.sum(axis=0) / count
+                dev = np.where(inside, s - mean, 0.0)
+                std = np.sqrt((dev * dev).sum(axis=0) / count)
             lower = centre - std * self.low
             upper = centre + std * self.high
             new_lo = lo + ((s < lower) & inside).sum(axis=0)
@@ -166,7 +265,7 @@ class SigmaClip(_Rejection):
                 break
             lo, hi = new_lo, new_hi
             inside = (index >= lo) & (index < hi)
-        return self._survivor_mean(s, w, inside, hi - lo, rows, out)
+        return inside, hi - lo
 
 
 class MinMax(_Rejection):
@@ -186,7 +285,7 @@ class MinMax(_Rejection):
             s, w = self._sorted(rows)
             inside = np.zeros((n, k), bool)
             inside[self.nlow : n - self.nhigh] = True
-            return self._survivor_mean(s, w, inside, self.survivors, rows, out)
+            return self._store_values(self._survivor_values(s, w, inside, self.survivors), None, rows, out)
         ordered = order_rows(rows, self.sort_rows[:, :k], self.needed) if self.needed else list(rows)
         middle = ordered[self.nlow : n - self.nhigh]  # the survivors, in no particular order
         if self.in_float:
