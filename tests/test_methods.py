@@ -103,7 +103,8 @@ def test_percentile_against_numpy_linear(stack, p):
     # equal neighbours give their value (numpy's lerp turns -0.0 into 0.0 there)
     ordered = np.sort(cube, axis=0)
     v = (len(frames) - 1) * (p / 100)
-    lo, hi = int(math.floor(v)), min(int(math.floor(v)) + 1, len(frames) - 1)
+    lo = math.floor(v)
+    hi = min(lo + 1, len(frames) - 1)
     same = ordered[lo] == ordered[hi]
     expected[same] = ordered[lo][same]
     assert_equal(avgstack.average(frames, method="percentile", percentile=p), as_out(expected, dtype))
@@ -313,8 +314,8 @@ def test_bad_method_options_are_usage_errors(kwargs, words):
 
 # -- K copies of a file give that file back, for every method and layout ------------------------
 
-from test_roundtrip import DTYPES as ALL_DTYPES  # noqa: E402
-from test_roundtrip import LAYOUTS, STORAGES, layout_kwargs, make_image, write_layout  # noqa: E402
+from test_roundtrip import DTYPES as ALL_DTYPES
+from test_roundtrip import LAYOUTS, STORAGES, layout_kwargs, make_image, write_layout
 
 METHOD_PARAMS = {
     "min": {}, "max": {}, "median": {}, "percentile": {"percentile": 37.5}, "sigma-clip": {}, "minmax": {},

@@ -6,11 +6,11 @@ to its reducer; a new method adds an entry to :data:`METHODS` and a class.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from .base import CUBE, FRAME, ReduceSpec, Reducer
+from .base import CUBE, FRAME, Reducer, ReduceSpec
 
-__all__ = ["ReduceSpec", "Reducer", "FRAME", "CUBE", "METHODS", "reducer_class"]
+__all__ = ["CUBE", "FRAME", "METHODS", "ReduceSpec", "Reducer", "reducer_class"]
 
 
 def _mean(spec: ReduceSpec) -> type[Reducer]:

@@ -33,7 +33,7 @@ from .cube import CubeReducer, chunk_for, work_dtype
 from .networks import order_rows
 from .order import midpoint
 
-__all__ = ["SigmaClip", "MinMax", "divide_half_even", "mean_of_rows"]
+__all__ = ["MinMax", "SigmaClip", "divide_half_even", "mean_of_rows"]
 
 #: Columns iterated at once, each through several (N, SUBCHUNK) float64 temporaries.
 SUBCHUNK = 2048
@@ -193,8 +193,9 @@ class SigmaClip(_Rejection):
         ordered = order_rows(rows, self.sort_rows[:, :k], self.middle)
         centre = midpoint(ordered[self.middle[0]], ordered[self.middle[-1]], self._float(0, k))
         if self.exact:
-            acc = np.int32 if work_dtype(self.in_dtype).itemsize == 1 and n < 33000 else np.int64
-            s1, s2, t = np.zeros(k, acc), np.zeros(k, acc), np.empty(k, acc)
+            acc = np.dtype(np.int32 if work_dtype(self.in_dtype).itemsize == 1 and n < 33000 else np.int64)
+            s1: np.ndarray = np.zeros(k, acc)
+            s2, t = np.zeros(k, acc), np.empty(k, acc)
             for r in rows:
                 np.add(s1, r, out=s1, casting="unsafe")
                 np.multiply(r, r, out=t, dtype=acc)

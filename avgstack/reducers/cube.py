@@ -15,7 +15,7 @@ import numpy as np
 
 from ..arithmetic import _clip_into, _round_into, sample_range
 from ..buffers import Buffer, opaque
-from .base import CUBE, ReduceSpec, Reducer
+from .base import CUBE, Reducer, ReduceSpec
 
 __all__ = ["CubeReducer", "chunk_for", "work_dtype"]
 

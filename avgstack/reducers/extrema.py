@@ -13,7 +13,8 @@ accumulator row per band row whatever the number of frames.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -28,9 +29,9 @@ from ..arithmetic import (
     sample_range,
 )
 from ..buffers import Buffer
-from .base import ReduceSpec, Reducer
+from .base import Reducer, ReduceSpec
 
-__all__ = ["Extremum", "Minimum", "Maximum", "IntegerSum", "FloatSum", "sum_class"]
+__all__ = ["Extremum", "FloatSum", "IntegerSum", "Maximum", "Minimum", "sum_class"]
 
 
 class Extremum(Reducer):

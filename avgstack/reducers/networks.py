@@ -16,11 +16,11 @@ For large N the networks grow as N log^2 N and numpy's ``partition`` /
 from __future__ import annotations
 
 import functools
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["NETWORK_MAX", "merge_exchange", "prune", "network", "order_rows"]
+__all__ = ["NETWORK_MAX", "merge_exchange", "network", "order_rows", "prune"]
 
 #: Largest N sorted with a network; above it numpy's partition/sort along axis 0 is faster
 #: (measured on (N, 16Ki) uint8..float64 slabs: the network wins by 3-80x at N = 11 and 25).

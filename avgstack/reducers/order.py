@@ -31,7 +31,7 @@ __all__ = ["Median", "Percentile", "percentile_index"]
 def percentile_index(count: int, percentile: float) -> tuple[int, int, float]:
     """``(previous, next, gamma)`` of numpy's linear method for ``count`` values."""
     virtual = (count - 1) * (float(percentile) / 100.0)
-    previous = min(max(int(math.floor(virtual)), 0), count - 1)
+    previous = min(max(math.floor(virtual), 0), count - 1)
     following = min(previous + 1, count - 1)
     return previous, following, virtual - previous
 
