@@ -142,6 +142,9 @@ class JobPlan:
         Times each input is decoded (whole-frame inputs whose result does not fit at once).
     method : str
         What is computed, with its parameters (``'exact mean'``, ``'percentile (percentile=90)'``).
+    decodes : int
+        Times the tallest compressed strip or tile is decoded: more than 1 when bands are shorter
+        than it (a method holding every frame's rows, with a small budget).
     """
 
     inputs: tuple[str, ...]
@@ -163,6 +166,7 @@ class JobPlan:
     write_bytes: int
     passes: int = 1
     method: str = ""
+    decodes: int = 1
 
     def lines(self) -> list[str]:
         """The plan, for people."""
@@ -177,7 +181,9 @@ class JobPlan:
             + f"), {w}x{h}x{s} {self.dtype}",
             f"bands: {self.bands} of {self.band_height} rows, {self.threads} thread(s)"
             + (f", {self.passes} passes decoding every input whole" if self.passes > 1 else ""),
-            f"memory: {format_size(self.memory)} of pixel buffers (budget {format_size(self.budget)})",
+            f"memory: {format_size(self.memory)} of pixel buffers (budget {format_size(self.budget)})"
+            + (f"; bands are shorter than the inputs' strips/tiles, some are decoded {self.decodes} "
+               "times (a larger --max-memory decodes each once)" if self.decodes > 1 else ""),
             f"read: {format_size(self.read_bytes)}; write: {format_size(self.write_bytes)}"
             + (" before compression" if self.compression != "none" else ""),
         ]
@@ -250,7 +256,23 @@ class FileJob:
             write_bytes=sink.layout.frame_bytes,
             passes=self.engine.passes,
             method=self.options.describe(),
+            decodes=self._decodes(),
         )
+
+    def _decodes(self) -> int:
+        """Times the tallest strip or tile is decoded when bands are shorter than it."""
+        if not self.stack.streamable:
+            return 1
+        band = max(1, self.plan.band_height)
+        height = self.stack.shape[0]
+        worst = 1
+        for seg in {info.segment_height for info in self.stack.infos}:
+            if seg <= 1 or band % seg == 0:
+                continue  # bands aligned to the segments decode each once
+            top = np.arange(0, height, seg)
+            bottom = np.minimum(top + seg, height) - 1
+            worst = max(worst, int((bottom // band - top // band).max()) + 1)
+        return worst
 
     def run(self, progress: ProgressCallback | None = None, start: float | None = None) -> Report:
         """Process and write the output; ``start`` is the clock time the job began."""

@@ -123,3 +123,20 @@ def test_report_says_the_method(tmp_path, frames5):
     report = avgstack.average_to_file(paths, tmp_path / "o.tif", method="minmax", nlow=0, nhigh=2)
     assert report.method == "minmax (nhigh=2, nlow=0)"
     assert "minmax (nhigh=2, nlow=0) of 5 frames" in report.summary()
+
+
+def test_tiles_taller_than_the_band_are_decoded_a_whole_number_of_times_and_said_so(tmp_path):
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 256, (512, 256, 4), dtype=np.uint8) for _ in range(20)]
+    paths = [write_tiff(tmp_path / f"t{i}.tif", f, photometric="rgb", extrasamples=["unassalpha"],
+                        tile=(256, 256), compression="zlib") for i, f in enumerate(frames)]
+    out = tmp_path / "med.tif"
+    small = avgstack.plan_to_file(paths, out, method="median", max_memory="6MiB", tile=16)
+    assert small.band_height < 256 and 256 % small.band_height == 0  # each tile lies in whole bands
+    assert small.decodes == 256 // small.band_height
+    assert f"decoded {small.decodes} times" in "\n".join(small.lines())
+    large = avgstack.plan_to_file(paths, out, method="median", max_memory="64MiB", tile=16)
+    assert large.decodes == 1 and "decoded" not in "\n".join(large.lines())
+    avgstack.average_to_file(paths, out, method="median", max_memory="6MiB", tile=16)
+    expected = np.rint(np.median(np.stack(frames).astype(np.float64), axis=0)).astype(np.uint8)
+    np.testing.assert_array_equal(read(out), expected)
