@@ -2,12 +2,14 @@
 
 * ``sigma-clip``: per sample, the semantics of
   ``astropy.stats.sigma_clip(x, axis=0, sigma_lower=L, sigma_upper=H, maxiters=I,
-  cenfunc='median', stdfunc='std')`` in float64: repeat at most ``I`` times,
-  until nothing changes: centre = median of the survivors, scale = their
-  standard deviation (ddof 0), reject values below ``centre - L * scale`` or
-  above ``centre + H * scale`` (values exactly on a bound stay). Survivors of
-  a sorted column are always a contiguous run ``[lo, hi)``, so the column is
-  sorted once and each iteration only moves ``lo`` and ``hi``.
+  cenfunc='median', stdfunc='std')`` (astropy's C implementation) in float64:
+  at most ``I`` times, until nothing changes or nothing is left: centre =
+  median of the values still in, scale = their standard deviation (ddof 0),
+  drop the values below ``centre - L * scale`` or above ``centre + H * scale``
+  (values exactly on a bound stay). The survivors are then every value within
+  the last bounds (a value dropped early comes back if they include it). The
+  values still in are always a contiguous run ``[lo, hi)`` of the sorted
+  column, so it is sorted once and each iteration only moves ``lo`` and ``hi``.
 * ``minmax``: drop the ``nlow`` lowest and ``nhigh`` highest values (IRAF
   imcombine's ``minmax`` rejection). A network that places only those
   extremes leaves the survivors, unsorted, in the middle rows.
@@ -190,7 +192,7 @@ class SigmaClip(_Rejection):
     def _first_pass(self, rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Columns that the first iteration may change, and the mean of all values for the others."""
         n, k = len(rows), len(rows[0])
-        ordered = order_rows(rows, self.sort_rows[:, :k], self.middle)
+        ordered = order_rows(rows, self.sort_rows, self.middle, others=False)
         centre = midpoint(ordered[self.middle[0]], ordered[self.middle[-1]], self._float(0, k))
         if self.exact:
             acc = np.dtype(np.int32 if work_dtype(self.in_dtype).itemsize == 1 and n < 33000 else np.int64)
@@ -239,17 +241,26 @@ class SigmaClip(_Rejection):
         return active, values
 
     def _iterate(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """astropy's iterations on sorted columns ``s``: the survivors' mask and count per column."""
+        """astropy's iterations on sorted columns ``s``: the survivors' mask and count per column.
+
+        As astropy's C implementation (``compute_sigma_clipped_bounds``) does: bounds from the
+        median and standard deviation of the values still in, values outside them out; stop when
+        nothing changes, nothing is left or after ``max_iters`` bounds. The survivors are then
+        every value within the last bounds, so a value dropped early comes back when the last
+        bounds include it. NaN bounds (an infinity in the column) drop nothing.
+        """
         n, k = s.shape
         cols = np.arange(k)
-        index = np.arange(n)[:, None]
         lo = np.zeros(k, np.int64)
         hi = np.full(k, n, np.int64)
         centre = np.empty(k)
-        inside = np.ones((n, k), bool)
+        last_lower, last_upper = np.empty(k), np.empty(k)
+        active = np.ones(k, bool)
+        index = np.arange(n)[:, None]
         for _ in range(self.iterations):
             count = hi - lo
-            midpoint(s[(lo + hi - 1) // 2, cols], s[(lo + hi) // 2, cols], centre)
+            inside = (index >= lo) & (index < hi)
+            midpoint(s[(lo + hi - 1) // 2, cols], s[np.minimum((lo + hi) // 2, n - 1), cols], centre)
             kept = np.where(inside, s, 0.0)
             if self.exact:
                 std = self._moments(kept.sum(axis=0), (kept * kept).sum(axis=0), count)
@@ -259,14 +270,19 @@ class SigmaClip(_Rejection):
                 std = np.sqrt((dev * dev).sum(axis=0) / count)
             lower = centre - std * self.low
             upper = centre + std * self.high
+            np.copyto(last_lower, lower, where=active)
+            np.copyto(last_upper, upper, where=active)
             new_lo = lo + ((s < lower) & inside).sum(axis=0)
             new_hi = hi - ((s > upper) & inside).sum(axis=0)
-            new_hi = np.maximum(new_hi, new_lo)
-            if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
+            changed = active & ((new_lo != lo) | (new_hi != hi))
+            lo = np.where(changed, new_lo, lo)
+            hi = np.where(changed, np.maximum(new_hi, new_lo), hi)
+            active = changed & (hi > lo)
+            if not active.any():
                 break
-            lo, hi = new_lo, new_hi
-            inside = (index >= lo) & (index < hi)
-        return inside, hi - lo
+        unbounded = np.isnan(last_lower) | np.isnan(last_upper)
+        survivors = ((s >= last_lower) & (s <= last_upper)) | unbounded
+        return survivors, survivors.sum(axis=0)
 
 
 class MinMax(_Rejection):
@@ -287,7 +303,7 @@ class MinMax(_Rejection):
             inside = np.zeros((n, k), bool)
             inside[self.nlow : n - self.nhigh] = True
             return self._store_values(self._survivor_values(s, w, inside, self.survivors), None, rows, out)
-        ordered = order_rows(rows, self.sort_rows[:, :k], self.needed) if self.needed else list(rows)
+        ordered = order_rows(rows, self.sort_rows, self.needed) if self.needed else list(rows)
         middle = ordered[self.nlow : n - self.nhigh]  # the survivors, in no particular order
         if self.in_float:
             nan = self.nan_columns(rows)

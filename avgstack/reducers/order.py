@@ -42,8 +42,7 @@ class _Order(CubeReducer):
     needed: tuple[int, ...]
 
     def _select(self, rows: list[np.ndarray]) -> list[np.ndarray]:
-        k = len(rows[0])
-        return order_rows(rows, self.sort_rows[:, :k], self.needed)
+        return order_rows(rows, self.sort_rows, self.needed, others=False)
 
 
 class Median(_Order):
