@@ -86,8 +86,9 @@ class Report:
         h, w, s = self.shape
         rate = self.bytes_read / self.seconds / 1e6 if self.seconds > 0 else 0.0
         return (
-            f"{self.output}: {self.method} of {self.frames} frames, {w}x{h}x{s} {self.dtype}, "
-            f"{self.seconds:.2f} s, {rate:.0f} MB/s read, peak memory {format_size(self.peak_memory)}, "
+            f"{self.output}: {w}x{h}x{s} {self.dtype}, {self.frames} frames, "
+            + ("" if self.method in ("exact mean", "weighted sum") else f"{self.method}, ")
+            + f"{self.seconds:.2f} s, {rate:.0f} MB/s read, peak memory {format_size(self.peak_memory)}, "
             f"{self.clipped} clipped samples"
         )
 

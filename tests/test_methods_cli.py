@@ -23,7 +23,7 @@ def test_median_from_the_command_line_with_verbose_plan(tmp_path, frames5):
     result = run(["-v", "-o", out, "--method", "median", *paths])
     assert result.returncode == 0, result.stderr
     assert "operation: median" in result.stderr
-    assert "median of 5 frames" in result.stderr  # the summary line
+    assert "5 frames, median, " in result.stderr  # the summary line
     np.testing.assert_array_equal(read(out), np.median(np.stack(frames), axis=0).astype(np.uint8))
 
 
@@ -122,7 +122,7 @@ def test_report_says_the_method(tmp_path, frames5):
     paths, _ = frames5
     report = avgstack.average_to_file(paths, tmp_path / "o.tif", method="minmax", nlow=0, nhigh=2)
     assert report.method == "minmax (nhigh=2, nlow=0)"
-    assert "minmax (nhigh=2, nlow=0) of 5 frames" in report.summary()
+    assert "5 frames, minmax (nhigh=2, nlow=0), " in report.summary()
 
 
 def test_tiles_taller_than_the_band_are_decoded_a_whole_number_of_times_and_said_so(tmp_path):
