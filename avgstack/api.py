@@ -144,10 +144,10 @@ def plan_to_file(
     Takes the arguments of :func:`average_to_file` and raises the same errors
     it would raise before processing.
     """
-    params = dict(
-        percentile=percentile, sigma_low=sigma_low, sigma_high=sigma_high, max_iters=max_iters, nlow=nlow,
-        nhigh=nhigh, ddof=ddof,
-    )
+    params = {
+        "percentile": percentile, "sigma_low": sigma_low, "sigma_high": sigma_high, "max_iters": max_iters,
+        "nlow": nlow, "nhigh": nhigh, "ddof": ddof,
+    }
     with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, method, params) as job:
         return job.describe()
 
@@ -198,9 +198,9 @@ def average_to_file(
         Shape, dtype, frames, seconds, peak memory, clipped samples, ...
     """
     start = clock()
-    params = dict(
-        percentile=percentile, sigma_low=sigma_low, sigma_high=sigma_high, max_iters=max_iters, nlow=nlow,
-        nhigh=nhigh, ddof=ddof,
-    )
+    params = {
+        "percentile": percentile, "sigma_low": sigma_low, "sigma_high": sigma_high, "max_iters": max_iters,
+        "nlow": nlow, "nhigh": nhigh, "ddof": ddof,
+    }
     with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, method, params) as job:
         return job.run(progress, start)

@@ -142,6 +142,6 @@ def _select_by_bits(rows: Sequence[np.ndarray], scratch: np.ndarray, needed: tup
             for r in rows:
                 np.less(r, candidate, out=below)
                 np.add(counts, below, out=counts, casting="unsafe")
-            np.copyto(result, candidate, where=counts <= position)
+            np.copyto(result, candidate, where=np.less_equal(counts, position))
         out[position] = result
     return out
