@@ -396,3 +396,14 @@ def test_sigma_clip_final_bounds_bring_back_values_dropped_early():
     frames = [np.full((1, 2), v, np.uint8) for v in column]
     result = avgstack.average(frames, method="sigma-clip", sigma_low=1.5, sigma_high=1.5, dtype="float64")
     assert result[0, 0] == correctly_rounded(Fraction(int(values[keep].sum()), int(keep.sum())), np.float64)
+
+
+@pytest.mark.parametrize("method", list(METHOD_PARAMS))
+@pytest.mark.parametrize("exponents", [(997, 1020), (1020, 1024)], ids=["sum-fits", "sum-overflows"])
+def test_float64_extremes_round_trip_every_method(tmp_path, rng, method, exponents):
+    """Copies of float64 values up to the largest finite one: every method gives them back (std/var: 0)."""
+    n = 11 * 13
+    image = np.ldexp(rng.uniform(1.0, 2.0, n), rng.integers(*exponents, n))
+    image[~np.isfinite(image)] = np.finfo(np.float64).max
+    image = np.where(rng.random(n) < 0.5, -image, image).reshape(11, 13)
+    check_copies(tmp_path, image, {"photometric": "minisblack"}, method)

@@ -56,7 +56,26 @@ def mean_of_rows(rows, count, mask=None) -> np.ndarray:
 
     The sum starts from -0.0 (so that a mean of -0.0 values stays -0.0) and is
     kept in double-double; ``count`` is the number of selected rows per column.
+    Columns holding magnitudes of ``2**990`` and more, whose sums or the split of
+    the exact product could overflow, are summed scaled by ``2**-70`` (exact).
     """
+    big = None
+    if rows[0].dtype.itemsize >= 8:
+        for r in rows:
+            found = np.abs(r) >= 2.0**990
+            big = found if big is None else big | found
+    if big is not None and big.any():
+        out = _mean_of_rows(rows, count, mask)
+        cols = np.flatnonzero(big)
+        sub_count = np.asarray(count)[cols] if np.ndim(count) else count
+        sub_mask = None if mask is None else np.asarray(mask)[:, cols]
+        scaled = [np.asarray(r, np.float64)[cols] * 2.0**-70 for r in rows]
+        out[cols] = _mean_of_rows(scaled, sub_count, sub_mask) * 2.0**70
+        return out
+    return _mean_of_rows(rows, count, mask)
+
+
+def _mean_of_rows(rows, count, mask=None) -> np.ndarray:
     k = len(rows[0])
     hi = np.full(k, -0.0)
     lo = np.zeros(k)
@@ -216,8 +235,8 @@ class SigmaClip(_Rejection):
             margin = 1e-9
         lower = centre - std * self.low
         upper = centre + std * self.high
-        if margin:
-            slack = (np.abs(lower) + np.abs(upper)) * margin
+        if margin:  # (not when std is 0: values equal to the centre stay, any other is out)
+            slack = (np.abs(lower) + np.abs(upper)) * margin * (std > 0)
             lower += slack
             upper -= slack
         # a column changes if its smallest value lies below the lower bound or its largest above the upper

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..arithmetic import _two_prod_scalar
 from .base import ReduceSpec
+from .clipping import mean_of_rows
 from .cube import CubeReducer
 
 __all__ = ["Moments"]
@@ -51,26 +51,7 @@ class Moments(CubeReducer):
                 np.add(hi, r, out=hi)
             np.divide(hi, n, out=hi)
             return hi
-        lo, x, t = self._float(1, k), self._float(2, k), self._float(3, k)
-        hi[...] = rows[0]
-        lo[...] = 0.0
-        for r in rows[1:]:  # TwoSum: hi + lo == the exact sum (to about 106 bits)
-            x[...] = r
-            s = hi + x
-            np.subtract(s, hi, out=t)
-            np.subtract(x, t, out=x)
-            np.subtract(s, t, out=t)
-            np.subtract(hi, t, out=t)
-            np.add(t, x, out=t)
-            np.add(lo, t, out=lo)
-            hi[...] = s
-        q = hi / n
-        if len(rows) > 1:
-            p, e = _two_prod_scalar(q, n)
-            r = (hi - p) - e + lo
-            refined = q + r / n
-            q = np.where(np.isfinite(refined) & (r != 0), refined, q)
-        hi[...] = q
+        hi[...] = mean_of_rows(rows, len(rows))  # double-double, scaled where sums could overflow
         return hi
 
     def _chunk(self, rows: list[np.ndarray], out: np.ndarray) -> int:
