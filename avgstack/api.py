@@ -35,6 +35,14 @@ def average(
     client: Any = None,
     frames: slice | str | None = None,
     sample: int | None = None,
+    method: str = "mean",
+    percentile: float | None = None,
+    sigma_low: float | None = None,
+    sigma_high: float | None = None,
+    max_iters: int | None = None,
+    nlow: int | None = None,
+    nhigh: int | None = None,
+    ddof: int | None = None,
 ) -> np.ndarray:
     """Average a stack of images into an array laid out as ``cv2.imread(..., IMREAD_UNCHANGED)`` returns it.
 
@@ -66,6 +74,19 @@ def average(
         Frames of video inputs to use (``slice(100, 1000, 10)`` or ``'100:1000:10'``).
     sample : int, optional
         Use this many evenly spaced frames (of those ``frames`` picks) of each video.
+    method : str
+        What to compute per sample over the frames: ``'mean'`` (default),
+        ``'sum'``, ``'min'``, ``'max'``, ``'median'``, ``'percentile'``,
+        ``'std'``, ``'var'``, ``'sigma-clip'`` or ``'minmax'`` (see the README).
+    percentile : float
+        For ``'percentile'`` (required): 0 to 100, numpy's linear method.
+    sigma_low, sigma_high, max_iters : float, float, int
+        For ``'sigma-clip'``: rejection bounds in standard deviations below and
+        above the median (default 3 each) and the most iterations (default 5).
+    nlow, nhigh : int
+        For ``'minmax'``: values dropped at each end (default 1 each).
+    ddof : int
+        For ``'std'`` and ``'var'``: delta degrees of freedom (default 0).
 
     Returns
     -------
@@ -85,23 +106,33 @@ def average(
     >>> avgstack.average([a, b])[0, 0].tolist()
     [2, 2, 2]
     """
+    method_params = {
+        "method": method, "percentile": percentile, "sigma_low": sigma_low, "sigma_high": sigma_high,
+        "max_iters": max_iters, "nlow": nlow, "nhigh": nhigh, "ddof": ddof,
+    }
     if is_one_shot(inputs) or has_video(inputs) or frames is not None or sample is not None:
         # a generator of frames, or videos: one frame at a time, never materialised
         from .iterables import average_iterable
 
         options = JobOptions.create(
-            None, dtype=dtype, max_memory=max_memory, threads=threads, frames=frames, sample=sample
+            None, dtype=dtype, max_memory=max_memory, threads=threads, frames=frames, sample=sample, **method_params
         )
         return average_iterable(_as_list(inputs), weights, options, progress)
-    options = JobOptions.create(weights, dtype=dtype, max_memory=max_memory, threads=threads, client=client)
+    options = JobOptions.create(
+        weights, dtype=dtype, max_memory=max_memory, threads=threads, client=client, **method_params
+    )
     specs = stack_inputs(inputs)
     options.with_count(len(specs))
     with contextlib.ExitStack() as exit:
-        stack = exit.enter_context(Stack(specs, options.dtype, options.max_memory))
+        stack = exit.enter_context(Stack(specs, options.out_dtype, options.max_memory))
         sink = ArraySink(layout_of(stack))
-        engine = make_engine(exit, stack, reduce_spec(stack, options.weights), sink, options)
+        spec = reduce_spec(stack, options.weights, options.method, **options.params)
+        engine = make_engine(exit, stack, spec, sink, options)
         plan = engine.plan
-        log.debug("plan: %d bands of %d rows, %s", len(plan.bands), plan.band_height, format_size(plan.memory))
+        log.debug(
+            "plan: %s, %d bands of %d rows, %s", options.describe(), len(plan.bands), plan.band_height,
+            format_size(plan.memory),
+        )
         result = sink.result(plan)
         for _ in engine.bands(result, progress):
             pass
@@ -114,10 +145,10 @@ def _as_list(inputs: Any) -> Any:
     return [inputs] if isinstance(inputs, (str, os.PathLike, np.ndarray)) else inputs
 
 
-def _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, client) -> FileJob:
+def _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, client, method, params) -> FileJob:
     options = JobOptions.create(
         weights, dtype=dtype, max_memory=max_memory, threads=threads, compression=compression, tile=tile,
-        client=client,
+        client=client, method=method, **params,
     )
     return FileJob(stack_inputs(inputs), out, options)
 
@@ -133,13 +164,25 @@ def plan_to_file(
     tile: int | None = None,
     threads: int | None = None,
     client: Any = None,
+    method: str = "mean",
+    percentile: float | None = None,
+    sigma_low: float | None = None,
+    sigma_high: float | None = None,
+    max_iters: int | None = None,
+    nlow: int | None = None,
+    nhigh: int | None = None,
+    ddof: int | None = None,
 ) -> JobPlan:
     """Check a job from headers and return its plan without reading pixels or writing anything.
 
     Takes the arguments of :func:`average_to_file` and raises the same errors
     it would raise before processing.
     """
-    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, client) as job:
+    params = {
+        "percentile": percentile, "sigma_low": sigma_low, "sigma_high": sigma_high, "max_iters": max_iters,
+        "nlow": nlow, "nhigh": nhigh, "ddof": ddof,
+    }
+    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, client, method, params) as job:
         return job.describe()
 
 
@@ -157,6 +200,14 @@ def average_to_file(
     client: Any = None,
     frames: slice | str | None = None,
     sample: int | None = None,
+    method: str = "mean",
+    percentile: float | None = None,
+    sigma_low: float | None = None,
+    sigma_high: float | None = None,
+    max_iters: int | None = None,
+    nlow: int | None = None,
+    nhigh: int | None = None,
+    ddof: int | None = None,
 ) -> Report:
     """Average a stack and stream the result to ``out``, replacing it atomically.
 
@@ -166,7 +217,8 @@ def average_to_file(
 
     Parameters
     ----------
-    inputs, weights, dtype, max_memory, threads, progress, client
+    inputs, weights, dtype, max_memory, threads, progress, client, method, percentile, sigma_low, \
+    sigma_high, max_iters, nlow, nhigh, ddof
         As for :func:`average`. With ``client``, workers encode the strips or
         tiles and this process writes them in row order; the file is
         byte-identical to a local run's.
@@ -184,15 +236,19 @@ def average_to_file(
     Report
         Shape, dtype, frames, seconds, peak memory, clipped samples, ...
     """
+    params = {
+        "percentile": percentile, "sigma_low": sigma_low, "sigma_high": sigma_high, "max_iters": max_iters,
+        "nlow": nlow, "nhigh": nhigh, "ddof": ddof,
+    }
     if is_one_shot(inputs) or has_video(inputs) or frames is not None or sample is not None:
         # a generator of frames, or videos: one frame at a time, never materialised
         from .iterables import average_iterable_to_file
 
         options = JobOptions.create(
             None, dtype=dtype, max_memory=max_memory, threads=threads, compression=compression, tile=tile,
-            frames=frames, sample=sample,
+            frames=frames, sample=sample, method=method, **params,
         )
         return average_iterable_to_file(_as_list(inputs), out, weights, options, progress)
     start = clock()
-    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, client) as job:
+    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, client, method, params) as job:
         return job.run(progress, start)

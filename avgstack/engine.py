@@ -42,7 +42,7 @@ TARGET_BAND_BYTES = 8 * 2**20
 
 def reduce_spec(stack: Stack, weights: tuple[float, ...] | None, method: str = "mean", **params) -> ReduceSpec:
     """The reduction of a job over ``stack``."""
-    name = "weighted" if weights is not None and method == "mean" else method
+    name = "weighted" if weights is not None and method in ("mean", "sum") else method
     return ReduceSpec(
         name, stack.count, stack.in_dtype, stack.out_dtype, weights, stack.out_bits,
         tuple(sorted(params.items())),

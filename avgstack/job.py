@@ -61,6 +61,8 @@ class Report:
         Whether the output is BigTIFF.
     threads : int
         Worker threads.
+    method : str
+        What was computed, with its parameters (``'median'``, ``'sigma-clip (max_iters=5, ...)'``).
     """
 
     output: str
@@ -77,14 +79,16 @@ class Report:
     bytes_written: int
     bigtiff: bool
     threads: int
+    method: str = "exact mean"
 
     def summary(self) -> str:
         """One line for logs."""
         h, w, s = self.shape
         rate = self.bytes_read / self.seconds / 1e6 if self.seconds > 0 else 0.0
         return (
-            f"{self.output}: {w}x{h}x{s} {self.dtype}, {self.frames} frames, {self.seconds:.2f} s, "
-            f"{rate:.0f} MB/s read, peak memory {format_size(self.peak_memory)}, "
+            f"{self.output}: {w}x{h}x{s} {self.dtype}, {self.frames} frames, "
+            + ("" if self.method in ("exact mean", "weighted sum") else f"{self.method}, ")
+            + f"{self.seconds:.2f} s, {rate:.0f} MB/s read, peak memory {format_size(self.peak_memory)}, "
             f"{self.clipped} clipped samples"
         )
 
@@ -137,6 +141,11 @@ class JobPlan:
         Uncompressed size of the output pixels.
     passes : int
         Times each input is decoded (whole-frame inputs whose result does not fit at once).
+    method : str
+        What is computed, with its parameters (``'exact mean'``, ``'percentile (percentile=90)'``).
+    decodes : int
+        Times the tallest compressed strip or tile is decoded: more than 1 when bands are shorter
+        than it (a method holding every frame's rows, with a small budget).
     """
 
     inputs: tuple[str, ...]
@@ -158,13 +167,15 @@ class JobPlan:
     write_bytes: int
     passes: int = 1
     cluster: str | None = None
+    method: str = ""
+    decodes: int = 1
 
     def lines(self) -> list[str]:
         """The plan, for people."""
         h, w, s = self.shape
         return [
             f"inputs: {len(self.inputs)} frames of {self.description}",
-            f"operation: {'weighted sum' if self.weighted else 'exact mean'}",
+            f"operation: {self.method or ('weighted sum' if self.weighted else 'exact mean')}",
             f"output: {self.output} ({self.output_format.upper()}"
             + (f", {'BigTIFF' if self.bigtiff else 'classic TIFF'}, compression {self.compression}"
                + (f", tiles {self.tile}x{self.tile}" if self.tile else ", strips")
@@ -172,7 +183,9 @@ class JobPlan:
             + f"), {w}x{h}x{s} {self.dtype}",
             f"bands: {self.bands} of {self.band_height} rows, {self.threads} thread(s)"
             + (f", {self.passes} passes decoding every input whole" if self.passes > 1 else ""),
-            f"memory: {format_size(self.memory)} of pixel buffers (budget {format_size(self.budget)})",
+            f"memory: {format_size(self.memory)} of pixel buffers (budget {format_size(self.budget)})"
+            + (f"; bands are shorter than the inputs' strips/tiles, some are decoded {self.decodes} "
+               "times (a larger --max-memory decodes each once)" if self.decodes > 1 else ""),
             f"read: {format_size(self.read_bytes)}; write: {format_size(self.write_bytes)}"
             + (" before compression" if self.compression != "none" else ""),
             *([f"cluster: {self.cluster}"] if self.cluster else []),
@@ -215,7 +228,7 @@ class FileJob:
         specs = stack_inputs(inputs)
         options.with_count(len(specs))
         self._exit = contextlib.ExitStack()
-        self.stack = self._exit.enter_context(Stack(specs, options.dtype, options.max_memory))
+        self.stack = self._exit.enter_context(Stack(specs, options.out_dtype, options.max_memory))
         try:
             stack = self.stack
             self.sink = choose_sink(self.out, layout_of(stack), compression=options.compression, tile=options.tile)
@@ -257,7 +270,24 @@ class FileJob:
             write_bytes=sink.layout.frame_bytes,
             passes=self.engine.passes,
             cluster=self.engine.describe() if self.options.distributed else None,
+            method=self.options.describe(),
+            decodes=self._decodes(),
         )
+
+    def _decodes(self) -> int:
+        """Times the tallest strip or tile is decoded when bands are shorter than it."""
+        if not self.stack.streamable:
+            return 1
+        band = max(1, self.plan.band_height)
+        height = self.stack.shape[0]
+        worst = 1
+        for seg in {info.segment_height for info in self.stack.infos}:
+            if seg <= 1 or band % seg == 0:
+                continue  # bands aligned to the segments decode each once
+            top = np.arange(0, height, seg)
+            bottom = np.minimum(top + seg, height) - 1
+            worst = max(worst, int((bottom // band - top // band).max()) + 1)
+        return worst
 
     def run(
         self, progress: ProgressCallback | None = None, start: float | None = None, *, log_summary: bool = True
@@ -294,6 +324,7 @@ class FileJob:
             bytes_written=written.nbytes,
             bigtiff=written.bigtiff,
             threads=threads,
+            method=self.options.describe(),
         )
         if log_summary:
             log.info("%s", report.summary())

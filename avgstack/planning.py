@@ -141,6 +141,12 @@ def plan_declared(
     rows = min(rows, height)
     step = lcm if rows >= lcm or rows >= height else align
     band_height = height if rows >= height else (rows // step) * step
+    if align <= band_height < min(lcm, height) and lcm % band_height:
+        # bands shorter than the input segments: a height dividing them decodes each segment
+        # lcm / h times, where any other height decodes some one time more
+        divisor = max(d for d in range(align, band_height + 1, align) if lcm % d == 0)
+        if 2 * divisor >= band_height:
+            band_height = divisor
     if band_height <= 0:
         least = min(align, height)
         fixed, at_least = cost(0), cost(least)

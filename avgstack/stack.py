@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -90,14 +90,19 @@ class Stack:
     ----------
     inputs : sequence of str, path-like or ndarray
         The frames. Arrays are in OpenCV's layout.
-    dtype : numpy dtype, optional
-        Output sample type; defaults to the inputs'.
+    dtype : numpy dtype or callable, optional
+        Output sample type; defaults to the inputs'. A callable gets the
+        inputs' type and returns the output's (a method's default, see
+        :meth:`avgstack.options.JobOptions.out_dtype`).
     budget : int, optional
         The job's memory budget: inputs whose tables alone would exceed it are refused while opening.
     """
 
     def __init__(
-        self, inputs: Sequence[InputSpec], dtype: np.dtype | None = None, budget: int | None = None
+        self,
+        inputs: Sequence[InputSpec],
+        dtype: np.dtype | Callable[[np.dtype], np.dtype] | None = None,
+        budget: int | None = None,
     ) -> None:
         specs = stack_inputs(inputs)
         if not specs:
@@ -118,6 +123,8 @@ class Stack:
         described = next((i for i in self.infos if i.format == "tiff"), first)
         self.info = described
         self.in_dtype = first.dtype
+        if callable(dtype) and not isinstance(dtype, (type, np.dtype)):
+            dtype = dtype(first.dtype)
         self.out_dtype = np.dtype(dtype) if dtype is not None else first.dtype
         self.out_bits = first.bits if self.out_dtype == first.dtype else None
         self.extrasamples = tuple(

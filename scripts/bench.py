@@ -12,6 +12,11 @@ Examples::
     python scripts/bench.py --workloads rgba8-6000,lzw-tiled-4000 --repeat 3
     python scripts/bench.py --huge --workloads huge-30000 --repeat 1
     python scripts/bench.py --dask                        # 6000x6000 stacks on 1 and 2 local Dask workers
+    python scripts/bench.py --workloads rgba8-6000-median,rgba8-6000-sigma-clip --repeat 1
+
+Robust methods (``--method median``, ``sigma-clip``) are compared with libvips
+``bandrank`` (its median, the one robust combine it has), numpy/astropy in
+memory, and ccdproc ``combine`` on gray frames.
 
 ``--dask`` starts ``dask scheduler`` and 1, then 2, ``dask worker`` processes (one thread
 each) on this machine, runs avgstack with ``--scheduler-file`` against them, and reports
@@ -85,6 +90,7 @@ class Workload:
     stack: StackSpec
     weights: tuple[float, ...] | None = None
     startup: bool = False  # also time launch -> first read of an input (avgstack only)
+    method: str = "mean"
 
 
 def _weights(n: int) -> tuple[float, ...]:
@@ -100,12 +106,17 @@ def build_workloads(quick: bool, huge: bool) -> dict[str, Workload]:
     rgb16 = StackSpec(f"rgb16-deflate-{size4}", n, size4, size4, 3, "uint16", "deflate", True, rowsperstrip=32)
     hugestack = StackSpec(f"rgba8-{size30}", n, size30, size30, 4, "uint8", rowsperstrip=16)
     small = StackSpec("rgba8-256", n, 256, 256, 4, "uint8", rowsperstrip=16)
+    gray16 = StackSpec(f"gray16-{size4}", n, size4, size4, 1, "uint16", rowsperstrip=16)
     loads = [
         Workload("startup" + suffix, small, startup=True),
         Workload("rgba8-6000" + suffix, rgba8),
         Workload("rgba8-6000-weighted" + suffix, rgba8, _weights(n)),
         Workload("lzw-tiled-4000" + suffix, lzw),
         Workload("rgb16-deflate" + suffix, rgb16),
+        Workload("rgba8-6000-median" + suffix, rgba8, method="median"),
+        Workload("rgba8-6000-sigma-clip" + suffix, rgba8, method="sigma-clip"),
+        Workload("gray16-4000-median" + suffix, gray16, method="median"),
+        Workload("gray16-4000-sigma-clip" + suffix, gray16, method="sigma-clip"),
     ]
     if huge:
         loads.append(Workload("huge-30000" + suffix, hugestack))
@@ -180,10 +191,10 @@ def write_frame(spec: StackSpec, frame: int, path: Path) -> None:
 
     tmp = path.with_suffix(".tmp")
     kwargs = dict(
-        shape=(spec.height, spec.width, spec.samples),
+        shape=(spec.height, spec.width, spec.samples) if spec.samples > 1 else (spec.height, spec.width),
         dtype=spec.dtype,
-        photometric="rgb",
-        planarconfig="contig",
+        photometric="rgb" if spec.samples >= 3 else "minisblack",
+        planarconfig="contig" if spec.samples > 1 else None,
         extrasamples=["unassalpha"] if spec.samples == 4 else None,
         compression=spec.compression,
         predictor=2 if spec.predictor else None,
@@ -248,7 +259,9 @@ args = json.loads(sys.argv[1])
 files, out, weights = args["files"], args["out"], args["weights"]
 ims = [pyvips.Image.new_from_file(f, access="sequential") for f in files]
 fmt = ims[0].format
-if weights is None:
+if args.get("method", "mean") != "mean":  # libvips' robust combine: bandrank, default index = median
+    res = ims[0].bandrank(ims[1:])
+elif weights is None:
     res = pyvips.Image.sum(ims).linear(1.0 / len(ims), 0.5).cast(fmt)
 else:
     res = pyvips.Image.sum([im.linear(w, 0) for im, w in zip(ims, weights)]).cast(fmt)
@@ -284,6 +297,46 @@ res = acc.astype(dtype)
 del acc
 if not cv2.imwrite(out, res, [cv2.IMWRITE_TIFF_COMPRESSION, 1]):
     sys.exit("cv2.imwrite failed")
+"""
+
+METHOD_SCRIPT = r"""
+import sys, json, warnings
+import numpy as np, tifffile
+args = json.loads(sys.argv[1])
+files, out, method = args["files"], args["out"], args["method"]
+stack = np.stack([tifffile.imread(f) for f in files])
+dtype = stack.dtype
+if method == "median":
+    res = np.median(stack, axis=0)
+else:
+    from astropy.stats import sigma_clip
+    warnings.simplefilter("ignore")
+    res = sigma_clip(stack, axis=0, sigma=3, maxiters=5, cenfunc="median", stdfunc="std").mean(axis=0)
+    res = np.ma.filled(res, 0)
+del stack
+info = np.iinfo(dtype)
+res = np.clip(np.rint(res), info.min, info.max).astype(dtype)
+tifffile.imwrite(out, res, photometric="rgb" if res.ndim == 3 and res.shape[2] >= 3 else "minisblack")
+"""
+
+CCDPROC_SCRIPT = r"""
+import sys, json, warnings
+import numpy as np, tifffile
+from astropy.nddata import CCDData
+import ccdproc
+warnings.simplefilter("ignore")
+args = json.loads(sys.argv[1])
+files, out, method = args["files"], args["out"], args["method"]
+ccds = [CCDData(tifffile.imread(f), unit="adu") for f in files]
+dtype = ccds[0].data.dtype
+if method == "median":
+    res = ccdproc.combine(ccds, method="median")
+else:  # one pass of clipping around the median (ccdproc does not iterate), then the mean
+    res = ccdproc.combine(ccds, method="average", sigma_clip=True, sigma_clip_low_thresh=3,
+                          sigma_clip_high_thresh=3, sigma_clip_func=np.ma.median, sigma_clip_dev_func=np.ma.std)
+info = np.iinfo(dtype)
+data = np.clip(np.rint(np.asarray(res.data, np.float64)), info.min, info.max).astype(dtype)
+tifffile.imwrite(out, data, photometric="minisblack")
 """
 
 FLOOR_SCRIPT = r"""
@@ -355,6 +408,8 @@ class AvgstackTool(Tool):
 
     def command(self, wl, files, out):
         args = ["-o", out, *files]
+        if wl.method != "mean":
+            args += ["--method", wl.method]
         if wl.weights is not None:
             args.append("--weights=" + ",".join(repr(w) for w in wl.weights))
         if self.marker is None and not self.src:
@@ -364,7 +419,8 @@ class AvgstackTool(Tool):
 
 class VipsTool(Tool):
     def command(self, wl, files, out):
-        args = {"files": files, "out": out, "weights": list(wl.weights) if wl.weights else None}
+        args = {"files": files, "out": out, "weights": list(wl.weights) if wl.weights else None,
+                "method": wl.method}
         return [sys.executable, "-c", VIPS_SCRIPT, json.dumps(args)]
 
 
@@ -374,6 +430,10 @@ class NumpyTool(Tool):
         s = wl.stack
         samples = s.width * s.height * s.samples
         item = np.dtype(s.dtype).itemsize
+        if wl.method == "median":  # every frame, np.median's partitioned copy, a float64 result
+            return s.frames * samples * item * 2 + samples * 8 + 256 * MiB
+        if wl.method != "mean":  # astropy: float copies of the stack, NaN masks, medians
+            return s.frames * samples * (item + 18) + 256 * MiB
         # float64 accumulator + one decoded frame + result + encoder copy, plus libtiff strip scratch
         return samples * (8 + 3 * item) + 256 * MiB
 
@@ -386,8 +446,28 @@ class NumpyTool(Tool):
         return None
 
     def command(self, wl, files, out):
+        if wl.method != "mean":
+            args = {"files": files, "out": out, "method": wl.method}
+            return [sys.executable, "-c", METHOD_SCRIPT, json.dumps(args)]
         args = {"files": files, "out": out, "weights": list(wl.weights) if wl.weights else None}
         return [sys.executable, "-c", NUMPY_SCRIPT, json.dumps(args)]
+
+
+class CcdprocTool(Tool):
+    def skip_reason(self, wl, files, mem_available):
+        if not self.available:
+            return self.why
+        s = wl.stack
+        if wl.method == "mean" or s.samples != 1:
+            return "n/a (gray robust combines only)"
+        need = s.frames * s.width * s.height * 8 * 3 + 512 * MiB  # float64 CCDData, masked stack, result
+        if need > 0.8 * mem_available:
+            return f"n/a (needs {need / GB:.1f} GB)"
+        return None
+
+    def command(self, wl, files, out):
+        args = {"files": files, "out": out, "method": wl.method}
+        return [sys.executable, "-c", CCDPROC_SCRIPT, json.dumps(args)]
 
 
 class MagickTool(Tool):
@@ -396,8 +476,8 @@ class MagickTool(Tool):
     def skip_reason(self, wl, files, mem_available):
         if not self.available:
             return self.why
-        if wl.weights is not None:
-            return "n/a (no weighted mean)"
+        if wl.weights is not None or wl.method != "mean":
+            return "n/a (mean only here)"
         s = wl.stack
         need = s.frames * s.width * s.height * s.samples * 4  # Q16-HDRI holds every frame as float
         if need > 0.8 * mem_available:
@@ -461,6 +541,13 @@ def build_tools(selected: set[str] | None) -> tuple[list[Tool], dict[str, str]]:
         VipsTool("libvips", ok, why),
         NumpyTool("numpy+OpenCV"),
     ]
+    try:
+        import ccdproc
+
+        versions["ccdproc"] = ccdproc.__version__
+        tools.append(CcdprocTool("ccdproc"))
+    except ImportError:
+        tools.append(CcdprocTool("ccdproc", False, "n/a (ccdproc not installed)"))
     ok, what, ver = _probe_magick()
     magick = MagickTool("ImageMagick", ok, what if not ok else "")
     if ok:
@@ -709,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "avgstack-bench",
                    help="where stacks and outputs live (default ~/.cache/avgstack-bench)")
     p.add_argument("--workloads", help="comma-separated workload names (default: all but huge)")
-    p.add_argument("--tools", help="comma-separated tools (avgstack, libvips, numpy+OpenCV, ImageMagick, floor)")
+    p.add_argument("--tools", help="comma-separated tools (avgstack, libvips, numpy+OpenCV, ccdproc, ImageMagick, floor)")
     p.add_argument("--repeat", type=int, default=None, help="timed runs per tool (default 3; 1 with --quick)")
     p.add_argument("--quick", action="store_true", help="small 1000x1000 stacks, for smoke tests")
     p.add_argument("--huge", action="store_true", help="add huge-30000: 11 x 30000x30000 RGBA (40 GB on disk)")
@@ -852,6 +939,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             d = max_abs_diff(r.output, ref.output)
             r.diff = str(d)
+            if wl.method not in ("mean", "median"):
+                r.diff += " (libvips: median)"
+                continue
             if t.name == "avgstack" and wl.weights is None and (not isinstance(d, int) or d > 1):
                 r.diff += " (FAIL: > 1)"
                 bad = True
@@ -1022,7 +1112,8 @@ def print_report(loads, tools, results, machine, repeat, quick) -> None:
     print("Workloads:")
     for wl in loads:
         w = f"; weights {wl.weights[0]}, {wl.weights[1]} x {len(wl.weights) - 1}" if wl.weights else ""
-        print(f"- {wl.name}: {wl.stack.describe()}{w}")
+        m = f"; {wl.method} (libvips: bandrank median)" if wl.method != "mean" else ""
+        print(f"- {wl.name}: {wl.stack.describe()}{w}{m}")
     print()
     print(textwrap.dedent("""\
         Notes: avgstack and libvips write uncompressed striped TIFF, numpy+OpenCV writes
@@ -1030,7 +1121,11 @@ def print_report(loads, tools, results, machine, repeat, quick) -> None:
         rename; the other tools do not (compare with the two floor rows). libvips rounds the
         mean as trunc(sum/N + 0.5) and truncates weighted sums; avgstack rounds half to even.
         cv2.imread premultiplies the unassociated alpha of 8-bit RGBA TIFFs (libtiff's RGBA
-        path), so numpy+OpenCV differs wherever alpha < 255 on the RGBA workloads.""").strip())
+        path), so numpy+OpenCV differs wherever alpha < 255 on the RGBA workloads.
+        Robust workloads (median, sigma-clip): the numpy+OpenCV row is numpy in memory
+        (tifffile reads, np.median, or astropy sigma_clip then the mean), libvips runs
+        bandrank (its median) in both, and ccdproc combine runs on gray stacks only
+        (one clipping pass around the median: ccdproc does not iterate).""").strip())
 
 
 if __name__ == "__main__":

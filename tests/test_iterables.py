@@ -11,8 +11,6 @@ from test_memory import baseline, peak_rss_of  # noqa: F401 - baseline is a fixt
 import avgstack
 from avgstack.iterables import accumulate_iterable
 from avgstack.options import JobOptions
-from avgstack.reducers import METHODS
-from avgstack.reducers.base import CUBE, Reducer
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int16", "float32", "float64"])
@@ -55,18 +53,11 @@ def test_weights_of_another_length_and_empty_iterables(rng):
         avgstack.average(iter([np.zeros((2, 2), np.uint8), np.zeros((2, 3), np.uint8)]))
 
 
-def test_methods_needing_all_frames_refuse_one_shot_iterables(monkeypatch):
-    class WholeCube(Reducer):
-        kind = CUBE
-
-        @classmethod
-        def state_buffers(cls, spec, shape):
-            return []
-
-    monkeypatch.setitem(METHODS, "cube-only", lambda spec: WholeCube)
-    options = JobOptions.create(method="cube-only")
+@pytest.mark.parametrize("method", ["median", "percentile", "sigma-clip", "minmax"])
+def test_methods_needing_all_frames_refuse_one_shot_iterables(method):
+    options = JobOptions.create(method=method, **({"percentile": 50} if method == "percentile" else {}))
     with pytest.raises(avgstack.UsageError, match="needs every frame at once.*pass a list"):
-        accumulate_iterable(iter([np.zeros((2, 2), np.uint8)]), None, options)
+        accumulate_iterable(iter([np.zeros((2, 2), np.uint8)] * 3), None, options)
 
 
 _GENERATOR_JOB = """

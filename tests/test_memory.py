@@ -161,3 +161,32 @@ def test_the_measurement_sees_an_allocation_over_the_budget(tmp_path, baseline):
     )
     assert code == 0, stderr
     assert peak - baseline > BUDGET * MARGIN
+
+
+MEDIAN_FRAMES, MEDIAN_SIDE, MEDIAN_BUDGET = 25, 2000, 32 * 2**20
+
+
+def test_median_of_25_frames_stays_within_32_mib(tmp_path, baseline):
+    """A cube method holds every frame's rows of a band: the planner shrinks the band to fit the budget."""
+    rng = np.random.default_rng(7)
+    paths = []
+    for i in range(MEDIAN_FRAMES):
+        path = tmp_path / f"m{i}.tif"
+        frame = rng.integers(0, 256, (MEDIAN_SIDE, MEDIAN_SIDE, 4), dtype=np.uint8)
+        tifffile.imwrite(path, frame, photometric="rgb", extrasamples=["unassalpha"], rowsperstrip=64)
+        paths.append(str(path))
+    out = str(tmp_path / "median.tif")
+    code, peak, stderr = peak_rss_of(
+        ["-m", "avgstack", "-o", out, "--method", "median", "--max-memory", "32MiB", *paths], tmp_path
+    )
+    assert code == 0, stderr
+    extra = peak - baseline
+    assert extra < MEDIAN_BUDGET * MARGIN, (
+        f"median: peak RSS {peak / 2**20:.1f} MiB is {extra / 2**20:.1f} MiB above the baseline"
+    )
+    result = tifffile.imread(out)
+    frames = _frames(paths)
+    for top in range(0, MEDIAN_SIDE, 400):
+        rows = slice(top, top + 400)
+        expected = np.median(np.stack([f[rows] for f in frames]), axis=0).astype(np.uint8)  # odd N: a stored value
+        assert np.array_equal(result[rows], expected), f"rows {top}..{top + 400} differ"

@@ -216,3 +216,24 @@ def test_parse_size_rejects_with_usage_error(text):
     with pytest.raises(UsageError) as info:
         parse_size(text)
     assert info.value.exit_code == 2
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    height=st.integers(1, 20_000),
+    per_row=row_buffers,
+    align=st.sampled_from([1, 8, 16]),
+    factor=st.sampled_from([2, 4, 16, 32]),
+    budget=st.integers(1, 10**7),
+)
+def test_bands_shorter_than_segments_divide_them_when_that_costs_at_most_half(height, per_row, align, factor, budget):
+    """Each segment then lies in whole bands: decoded prefer / band times, never once more."""
+    prefer = align * factor
+    row = _row_bytes(per_row)
+    assume(row * min(align, height) <= budget < row * min(prefer, height))
+    plan = plan_bands(height, budget=budget, per_row=per_row, align=align, prefer_align=prefer)
+    _check_plan(plan, height=height, budget=budget, per_row=per_row, fixed={}, align=align)
+    tallest = min(height, budget // row) // align * align
+    if plan.band_height < height:
+        assert prefer % plan.band_height == 0 or 2 * plan.band_height > tallest
+        assert 2 * plan.band_height >= tallest

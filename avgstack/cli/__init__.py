@@ -78,6 +78,14 @@ def _cli_options(args) -> dict:
         "state": args.state,
         "frames": args.frames,
         "sample": args.sample,
+        "method": args.method,
+        "percentile": args.percentile,
+        "sigma_low": args.sigma_low,
+        "sigma_high": args.sigma_high,
+        "max_iters": args.max_iters,
+        "nlow": args.nlow,
+        "nhigh": args.nhigh,
+        "ddof": args.ddof,
     }
     return {k: v for k, v in options.items() if v is not None}
 

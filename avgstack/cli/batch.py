@@ -29,12 +29,14 @@ from typing import Any
 
 from ..engine import DTYPES
 from ..errors import UsageError
+from ..options import PARAMS, JobOptions
 from ..planning import parse_size
 from ..writing.tiff import COMPRESSIONS
 
 __all__ = ["BatchJob", "load_batch", "is_up_to_date"]
 
-_OPTION_KEYS = {"weights", "dtype", "compression", "tile", "max_memory", "threads"}
+_METHOD_KEYS = {"method", *PARAMS}
+_OPTION_KEYS = {"weights", "dtype", "compression", "tile", "max_memory", "threads"} | _METHOD_KEYS
 #: Where the jobs run (a Dask scheduler); at most one of them, for the file or for a job.
 _SCHEDULER_KEYS = {"scheduler_address", "scheduler_file"}
 _JOB_KEYS = _OPTION_KEYS | _SCHEDULER_KEYS | {"output", "inputs"}
@@ -84,6 +86,8 @@ def _check_options(where: str, table: dict[str, Any], folder: str = ".") -> dict
                 raise UsageError(f"{where}: {key} must be a string such as \"tcp://head:8786\" or a path")
             options.update(dict.fromkeys(_SCHEDULER_KEYS))  # a job's scheduler replaces the default one
             options[key] = os.path.join(folder, value) if key == "scheduler_file" else value
+        elif key in _METHOD_KEYS:
+            options[key] = value  # checked with the job's other method keys (_check_method)
         elif key == "max_memory":
             if not isinstance(value, (str, int)) or isinstance(value, bool):
                 raise UsageError(f"{where}: max_memory must be a size such as \"512MiB\"")
@@ -92,6 +96,14 @@ def _check_options(where: str, table: dict[str, Any], folder: str = ".") -> dict
             except UsageError as err:
                 raise UsageError(f"{where}: {err}") from None
     return options
+
+
+def _check_method(where: str, options: dict[str, Any]) -> None:
+    """The job's method, its parameters and weights, checked together."""
+    try:
+        JobOptions.from_mapping({k: v for k, v in options.items() if k in _METHOD_KEYS or k == "weights"})
+    except UsageError as err:
+        raise UsageError(f"{where}: {err}") from None
 
 
 def load_batch(path: str) -> list[BatchJob]:
@@ -143,6 +155,7 @@ def load_batch(path: str) -> list[BatchJob]:
         options = dict(defaults)
         keys = _OPTION_KEYS | _SCHEDULER_KEYS
         options.update(_check_options(where, {k: v for k, v in table.items() if k in keys}, folder))
+        _check_method(where, options)
         jobs.append(BatchJob(number, output, tuple(inputs), options))
     return jobs
 

@@ -9,6 +9,7 @@ from .. import __version__
 from ..job import default_threads
 from ..engine import DTYPES
 from ..errors import UsageError
+from ..options import METHODS
 from ..planning import DEFAULT_MAX_MEMORY, format_size, parse_size
 from ..writing.tiff import COMPRESSIONS
 
@@ -31,6 +32,11 @@ examples:
   second page of multi-page TIFFs, 16-bit output, LZW tiles, 2 GB budget:
     python -m avgstack -o avg.tif 'scan1.tif[1]' 'scan2.tif[1]' --dtype uint16 \\
         --compression lzw --tile 256 --max-memory 2GB
+  median, 90th percentile, sigma-clipped mean, std with the sample estimate:
+    python -m avgstack -o med.tif --method median 'night/*.tif'
+    python -m avgstack -o p90.tif --method percentile --percentile 90 'night/*.tif'
+    python -m avgstack -o clip.tif --method sigma-clip --sigma-low 3 --sigma-high 2.5 'night/*.tif'
+    python -m avgstack -o std.tif --method std --ddof 1 'night/*.tif'
   check a job without reading pixels or writing anything:
     python -m avgstack --dry-run -o avg.tif 'night/*.tif'
   the same stack on a Dask cluster (bit-identical output):
@@ -128,8 +134,28 @@ def build_parser() -> argparse.ArgumentParser:
                             "--weights 0.01 -0.002 -0.002 or --weights=0.01,-0.002,-0.002. "
                             "Without weights: the exact mean")
     maths.add_argument("--dtype", choices=DTYPES, metavar="TYPE",
-                       help=f"output sample type: {', '.join(DTYPES)}; default: the inputs' type, "
+                       help=f"output sample type: {', '.join(DTYPES)}; default: the inputs' type "
+                            "(std/var: float32 for 8/16-bit integers, else float64), "
                             "e.g. --dtype float32 keeps fractions and negative sums")
+    maths.add_argument("--method", choices=METHODS, default=None, metavar="NAME",
+                       help=f"what to compute per sample over the inputs: {', '.join(METHODS)} "
+                            "(default mean; see README 'Methods'), e.g. --method median")
+    maths.add_argument("--percentile", type=float, metavar="P",
+                       help="with --method percentile (required): 0 to 100, numpy's linear method, e.g. 90")
+    maths.add_argument("--sigma-low", type=float, metavar="S",
+                       help="with --method sigma-clip: reject values more than S standard deviations "
+                            "below the median (default 3)")
+    maths.add_argument("--sigma-high", type=float, metavar="S",
+                       help="with --method sigma-clip: ... above the median (default 3)")
+    maths.add_argument("--max-iters", type=int, metavar="N",
+                       help="with --method sigma-clip: at most N clipping iterations (default 5)")
+    maths.add_argument("--nlow", type=int, metavar="N",
+                       help="with --method minmax: drop the N lowest values of each sample (default 1)")
+    maths.add_argument("--nhigh", type=int, metavar="N",
+                       help="with --method minmax: drop the N highest values of each sample (default 1)")
+    maths.add_argument("--ddof", type=int, metavar="N",
+                       help="with --method std or var: delta degrees of freedom, 1 for the sample "
+                            "estimate (default 0)")
 
     maths.add_argument("--state", metavar="FILE",
                        help="running result across runs: load FILE if it exists, add this run's inputs, "

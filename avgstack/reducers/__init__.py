@@ -6,11 +6,11 @@ to its reducer; a new method adds an entry to :data:`METHODS` and a class.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from .base import CUBE, FRAME, ReduceSpec, Reducer
+from .base import CUBE, FRAME, Reducer, ReduceSpec
 
-__all__ = ["ReduceSpec", "Reducer", "FRAME", "CUBE", "METHODS", "reducer_class"]
+__all__ = ["CUBE", "FRAME", "METHODS", "ReduceSpec", "Reducer", "reducer_class"]
 
 
 def _mean(spec: ReduceSpec) -> type[Reducer]:
@@ -19,10 +19,68 @@ def _mean(spec: ReduceSpec) -> type[Reducer]:
     return arithmetic_reducer(spec)
 
 
-#: Method name -> function choosing the reducer class for a spec.
+def _sum(spec: ReduceSpec) -> type[Reducer]:
+    from .extrema import sum_class
+
+    return sum_class(spec)
+
+
+def _minimum(spec: ReduceSpec) -> type[Reducer]:
+    from .extrema import Minimum
+
+    return Minimum
+
+
+def _maximum(spec: ReduceSpec) -> type[Reducer]:
+    from .extrema import Maximum
+
+    return Maximum
+
+
+def _median(spec: ReduceSpec) -> type[Reducer]:
+    from .order import Median
+
+    return Median
+
+
+def _percentile(spec: ReduceSpec) -> type[Reducer]:
+    from .order import Percentile
+
+    return Percentile
+
+
+def _moments(spec: ReduceSpec) -> type[Reducer]:
+    from .moments import Moments
+
+    return Moments
+
+
+def _sigma_clip(spec: ReduceSpec) -> type[Reducer]:
+    from .clipping import SigmaClip
+
+    return SigmaClip
+
+
+def _minmax(spec: ReduceSpec) -> type[Reducer]:
+    from .clipping import MinMax
+
+    return MinMax
+
+
+#: Method name -> function choosing the reducer class for a spec. ``weighted`` is the
+#: weighted sum that ``mean`` and ``sum`` become with weights.
 METHODS: dict[str, Callable[[ReduceSpec], type[Reducer]]] = {
     "mean": _mean,
     "weighted": _mean,
+    "sum": _sum,
+    "min": _minimum,
+    "max": _maximum,
+    "median": _median,
+    "percentile": _percentile,
+    "std": _moments,
+    "var": _moments,
+    "sigma-clip": _sigma_clip,
+    "minmax": _minmax,
 }
 
 
