@@ -224,13 +224,15 @@ def test_parse_size_rejects_with_usage_error(text):
     per_row=row_buffers,
     align=st.sampled_from([1, 8, 16]),
     factor=st.sampled_from([2, 4, 16, 32]),
-    budget=st.integers(1, 10**7),
+    where=st.floats(0.0, 1.0),
 )
-def test_bands_shorter_than_segments_divide_them_when_that_costs_at_most_half(height, per_row, align, factor, budget):
+def test_bands_shorter_than_segments_divide_them_when_that_costs_at_most_half(height, per_row, align, factor, where):
     """Each segment then lies in whole bands: decoded prefer / band times, never once more."""
     prefer = align * factor
     row = _row_bytes(per_row)
-    assume(row * min(align, height) <= budget < row * min(prefer, height))
+    low, high = row * min(align, height), row * min(prefer, height)  # budgets in [low, high)
+    assume(low < high)
+    budget = min(high - 1, low + int(where * (high - low)))
     plan = plan_bands(height, budget=budget, per_row=per_row, align=align, prefer_align=prefer)
     _check_plan(plan, height=height, budget=budget, per_row=per_row, fixed={}, align=align)
     tallest = min(height, budget // row) // align * align
