@@ -17,6 +17,7 @@ and cache resident.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -58,6 +59,8 @@ def sample_range(dtype: np.dtype, bits: int | None = None) -> tuple[float, float
         info = np.iinfo(dtype)
         if bits is not None and dtype.kind == "u" and bits < info.bits:
             return 0.0, float(2**bits - 1)
+        if info.bits == 64:  # float(2**64 - 1) rounds up to 2**64: keep to floats the type holds
+            return float(info.min), float(np.nextafter(float(info.max), 0.0))
         return float(info.min), float(info.max)
     finfo = np.finfo(dtype)
     return float(finfo.min), float(finfo.max)
@@ -389,7 +392,7 @@ class WeightedSum(Accumulator):
             raise ValueError(f"{len(weights)} weights for {spec.count} frames")
         self.out_range = sample_range(self.out_dtype, spec.out_bits)
         self.weights = list(weights)
-        self.fast = self.uses_float32(spec.in_dtype, spec.out_dtype, self.weights)
+        self.fast = self.uses_float32(spec.in_dtype, spec.out_dtype, self.weights, spec.param("signed_offset"))
         if self.fast:
             import cv2  # only this path needs OpenCV; importing it costs ~0.1 s
 
@@ -399,10 +402,12 @@ class WeightedSum(Accumulator):
         self._t = self._allocate("product chunk")
 
     @staticmethod
-    def uses_float32(in_dtype: np.dtype, out_dtype: np.dtype, weights: Sequence[float]) -> bool:
+    def uses_float32(
+        in_dtype: np.dtype, out_dtype: np.dtype, weights: Sequence[float], offset: int | None = None
+    ) -> bool:
         """Whether a float32 accumulator meets the accuracy contract for this job."""
         in_dtype, out_dtype = np.dtype(in_dtype), np.dtype(out_dtype)
-        if in_dtype.kind not in "uib" or in_dtype.itemsize > 2 or out_dtype.kind not in "uib":
+        if offset or in_dtype.kind not in "uib" or in_dtype.itemsize > 2 or out_dtype.kind not in "uib":
             return False
         info = np.iinfo(np.uint8 if in_dtype == np.bool_ else in_dtype)
         largest = max(abs(int(info.min)), int(info.max)) * sum(abs(w) for w in weights)
@@ -411,7 +416,7 @@ class WeightedSum(Accumulator):
     @classmethod
     def state_buffers(cls, spec: ReduceSpec, shape: tuple[int, int, int]) -> list[Buffer]:
         size = int(np.prod(shape, dtype=np.int64))
-        fast = cls.uses_float32(spec.in_dtype, spec.out_dtype, spec.weights or ())
+        fast = cls.uses_float32(spec.in_dtype, spec.out_dtype, spec.weights or (), spec.param("signed_offset"))
         return [
             Buffer("accumulator", (size,), np.float32 if fast else np.float64),
             Buffer("product chunk", (min(CHUNK, size),), np.float64),
@@ -446,6 +451,11 @@ class WeightedSum(Accumulator):
                 np.add(a, t, out=a)
 
     def _finish(self, out: np.ndarray) -> int:
+        offset = self.spec.param("signed_offset")
+        if offset:
+            # CIELab a*/b* were summed as a + offset: take off the surplus offset * (sum(w) - 1)
+            ab = self._acc[: out.size].reshape(-1, self.shape[2])[:, 1:3]
+            ab -= offset * (math.fsum(self.weights) - 1.0)
         if self.out_dtype.kind not in "uib":
             clipped = 0
             for start in _chunks(out.size):
@@ -472,6 +482,10 @@ def reducer_class(spec: ReduceSpec) -> type[Reducer]:
     """The frame reducer of a mean or weighted-sum spec."""
     if spec.weights is not None:
         return WeightedSum
+    if spec.in_dtype.kind in "ui" and spec.in_dtype.itemsize == 8:
+        from .wide import WideIntegerMean
+
+        return WideIntegerMean
     if spec.in_dtype.kind in "uib":
         return IntegerMean
     return CompensatedMean

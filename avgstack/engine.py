@@ -43,6 +43,10 @@ TARGET_BAND_BYTES = 8 * 2**20
 def reduce_spec(stack: Stack, weights: tuple[float, ...] | None, method: str = "mean", **params) -> ReduceSpec:
     """The reduction of a job over ``stack``."""
     name = "weighted" if weights is not None and method == "mean" else method
+    if stack.info.photometric == "cielab" and stack.shape[2] >= 3:
+        from .reading.lab import offset_of
+
+        params.setdefault("signed_offset", offset_of(stack.in_dtype))  # a*/b* are read offset (reading/lab.py)
     return ReduceSpec(
         name, stack.count, stack.in_dtype, stack.out_dtype, weights, stack.out_bits,
         tuple(sorted(params.items())),

@@ -77,6 +77,8 @@ class Report:
     bytes_written: int
     bigtiff: bool
     threads: int
+    #: What was done to the inputs besides reducing them (palette images expanded, ...).
+    notes: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line for logs."""
@@ -157,6 +159,7 @@ class JobPlan:
     read_bytes: int
     write_bytes: int
     passes: int = 1
+    notes: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         """The plan, for people."""
@@ -174,6 +177,7 @@ class JobPlan:
             f"memory: {format_size(self.memory)} of pixel buffers (budget {format_size(self.budget)})",
             f"read: {format_size(self.read_bytes)}; write: {format_size(self.write_bytes)}"
             + (" before compression" if self.compression != "none" else ""),
+            *(f"note: {note}" for note in self.notes),
         ]
 
 
@@ -243,7 +247,15 @@ class FileJob:
             read_bytes=read * self.engine.passes,
             write_bytes=sink.layout.frame_bytes,
             passes=self.engine.passes,
+            notes=self.notes,
         )
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What is done to the inputs besides reducing them."""
+        from .reading.palette import notes
+
+        return notes(self.stack.infos)
 
     def run(self, progress: ProgressCallback | None = None, start: float | None = None) -> Report:
         """Process and write the output; ``start`` is the clock time the job began."""
@@ -275,7 +287,10 @@ class FileJob:
             bytes_written=written.nbytes,
             bigtiff=written.bigtiff,
             threads=threads,
+            notes=self.notes,
         )
+        for note in report.notes:
+            log.info("note: %s", note)
         log.info("%s", report.summary())
         return report
 

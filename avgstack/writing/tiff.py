@@ -205,14 +205,26 @@ def write_tiff(
         tile = options.tile
         kwargs.update(tile=(tile, tile), maxworkers=max(1, threads))
         kwargs["buffersize"] = tile * tile * samples * dtype.itemsize * max(1, threads)
+        if photometric == "cielab":
+            bands = _lab_encoded(bands)
         data: Iterator[Any] = _tiles(bands, tile, width, samples)
     else:
         rps = strip_rows(width, samples, dtype.itemsize)
         kwargs.update(rowsperstrip=rps)
+        if photometric == "cielab":
+            bands = _lab_encoded(bands)
         data = _strips(bands, rps, _strip_encoder(options, dtype, bits, predictor))
     with tifffile.TiffWriter(fh, bigtiff=bigtiff) as writer:
         writer.write(data, **kwargs)
     return bigtiff
+
+
+def _lab_encoded(bands: Iterable[tuple[Band, np.ndarray]]) -> Iterator[tuple[Band, np.ndarray]]:
+    """CIELab bands back to their stored encoding (signed a*/b*), in place: the band is written next."""
+    from ..reading.lab import flip_signs
+
+    for band, array in bands:
+        yield band, flip_signs(array)
 
 
 def _strips(bands: Iterable[tuple[Band, np.ndarray]], rps: int, encode) -> Iterator[bytes]:
