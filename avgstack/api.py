@@ -10,6 +10,7 @@ import numpy as np
 
 from .engine import Engine, ProgressCallback, clock, layout_of, reduce_spec
 from .job import FileJob, JobPlan, Report, warn_clipped
+from .missing import rules_for, spec_params
 from .options import JobOptions, default_threads
 from .planning import format_size
 from .reading import InputSpec
@@ -30,6 +31,10 @@ def average(
     max_memory: int | str | None = None,
     threads: int | None = None,
     progress: ProgressCallback | None = None,
+    nodata: float | str | None = None,
+    renormalize: bool = False,
+    min_count: int | None = None,
+    alpha: str | None = None,
 ) -> np.ndarray:
     """Average a stack of images into an array laid out as ``cv2.imread(..., IMREAD_UNCHANGED)`` returns it.
 
@@ -50,6 +55,12 @@ def average(
         Worker threads.
     progress : callable, optional
         Called with a :class:`~avgstack.Progress` as the work advances.
+    nodata, renormalize, min_count, alpha : optional
+        Missing data (see the README, "Missing data"): ``nodata`` is a
+        number, ``'nan'`` or ``'none'`` (default: the inputs' GDAL_NODATA
+        tag); ``renormalize=True`` scales weighted sums by
+        ``sum(w) / sum(valid w)``; ``min_count=K`` makes samples with fewer
+        than K valid frames nodata; ``alpha='coverage'`` weights colour by alpha.
 
     Returns
     -------
@@ -69,12 +80,16 @@ def average(
     >>> avgstack.average([a, b])[0, 0].tolist()
     [2, 2, 2]
     """
-    options = JobOptions.create(weights, dtype=dtype, max_memory=max_memory, threads=threads)
+    options = JobOptions.create(
+        weights, dtype=dtype, max_memory=max_memory, threads=threads,
+        nodata=nodata, renormalize=renormalize, min_count=min_count, alpha=alpha,
+    )
     specs = stack_inputs(inputs)
     options.with_count(len(specs))
     with Stack(specs, options.dtype, options.max_memory) as stack:
         sink = ArraySink(layout_of(stack))
-        engine = Engine(stack, reduce_spec(stack, options.weights), sink, options.max_memory, options.threads)
+        spec = reduce_spec(stack, options.weights, **spec_params(options, rules_for(stack, options)))
+        engine = Engine(stack, spec, sink, options.max_memory, options.threads)
         plan = engine.plan
         log.debug("plan: %d bands of %d rows, %s", len(plan.bands), plan.band_height, format_size(plan.memory))
         result = sink.result(plan)
@@ -84,9 +99,9 @@ def average(
         return to_opencv_layout(result, stack.info.photometric)
 
 
-def _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads) -> FileJob:
+def _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, extra) -> FileJob:
     options = JobOptions.create(
-        weights, dtype=dtype, max_memory=max_memory, threads=threads, compression=compression, tile=tile
+        weights, dtype=dtype, max_memory=max_memory, threads=threads, compression=compression, tile=tile, **extra
     )
     return FileJob(stack_inputs(inputs), out, options)
 
@@ -101,13 +116,20 @@ def plan_to_file(
     compression: str | None = None,
     tile: int | None = None,
     threads: int | None = None,
+    nodata: float | str | None = None,
+    renormalize: bool = False,
+    min_count: int | None = None,
+    alpha: str | None = None,
+    count_map: str | os.PathLike[str] | None = None,
 ) -> JobPlan:
     """Check a job from headers and return its plan without reading pixels or writing anything.
 
     Takes the arguments of :func:`average_to_file` and raises the same errors
     it would raise before processing.
     """
-    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads) as job:
+    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, dict(
+        nodata=nodata, renormalize=renormalize, min_count=min_count, alpha=alpha, count_map=count_map,
+    )) as job:
         return job.describe()
 
 
@@ -122,6 +144,11 @@ def average_to_file(
     tile: int | None = None,
     threads: int | None = None,
     progress: ProgressCallback | None = None,
+    nodata: float | str | None = None,
+    renormalize: bool = False,
+    min_count: int | None = None,
+    alpha: str | None = None,
+    count_map: str | os.PathLike[str] | None = None,
 ) -> Report:
     """Average a stack and stream the result to ``out``, replacing it atomically.
 
@@ -141,6 +168,10 @@ def average_to_file(
         ``'zstd'``, ``'packbits'`` or ``'lzma'``.
     tile : int, optional
         Write square tiles of this size (a multiple of 16) instead of strips.
+    nodata, renormalize, min_count, alpha
+        As for :func:`average`.
+    count_map : str or path-like, optional
+        Also write a TIFF of how many frames contributed to each sample.
 
     Returns
     -------
@@ -148,5 +179,7 @@ def average_to_file(
         Shape, dtype, frames, seconds, peak memory, clipped samples, ...
     """
     start = clock()
-    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads) as job:
+    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, dict(
+        nodata=nodata, renormalize=renormalize, min_count=min_count, alpha=alpha, count_map=count_map,
+    )) as job:
         return job.run(progress, start)

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from .engine import Engine, ProgressCallback, clock, layout_of, peak_rss, reduce_spec
+from .missing import rules_for, spec_params, with_missing
 from .options import JobOptions, default_threads
 from .planning import format_size
 from .reading import InputSpec
@@ -209,10 +210,14 @@ class FileJob:
         self.stack = Stack(specs, options.dtype, options.max_memory)
         try:
             stack = self.stack
-            self.sink = choose_sink(self.out, layout_of(stack), compression=options.compression, tile=options.tile)
+            self.missing = rules_for(stack, options)
+            layout = with_missing(layout_of(stack), self.missing)
+            self.sink = choose_sink(self.out, layout, compression=options.compression, tile=options.tile)
             self.paths = [split_page_suffix(os.fspath(i))[0] for i in specs if not isinstance(i, np.ndarray)]
             check_output(self.out, self.paths)
-            self.spec = reduce_spec(stack, options.weights, options.method, **options.params)
+            self.spec = reduce_spec(
+                stack, options.weights, options.method, **options.params, **spec_params(options, self.missing)
+            )
             self.engine = Engine(stack, self.spec, self.sink, self.budget, options.threads)
             self.plan, self.threads = self.engine.plan, self.engine.threads
         except BaseException:
@@ -255,7 +260,8 @@ class FileJob:
         """What is done to the inputs besides reducing them."""
         from .reading.palette import notes
 
-        return notes(self.stack.infos)
+        missing = (self.missing.describe(),) if self.missing.active else ()
+        return (*notes(self.stack.infos), *missing)
 
     def run(self, progress: ProgressCallback | None = None, start: float | None = None) -> Report:
         """Process and write the output; ``start`` is the clock time the job began."""

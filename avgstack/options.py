@@ -33,6 +33,9 @@ COMPRESSIONS = {"none": 1, "lzw": 5, "deflate": 8, "zstd": 50000, "packbits": 32
 #: More worker threads than this never help a stack (they only add buffers); more are capped with a note.
 MAX_THREADS = 64
 
+#: Values of ``alpha=`` / ``--alpha``.
+ALPHA_MODES = ("channel", "coverage")
+
 #: Largest tile side accepted (TIFF tiles are 32-bit sizes; a 65536-square tile is already 16 GiB of RGBA).
 MAX_TILE = 65536
 
@@ -131,6 +134,14 @@ class JobOptions:
     tile: int | None = None
     method: str = "mean"
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: Missing data (avgstack/missing.py): a number, 'none', or None for the inputs' GDAL_NODATA tag.
+    nodata: float | str | None = None
+    renormalize: bool = False
+    min_count: int | None = None
+    #: 'channel' (alpha averaged like any channel) or 'coverage' (colour weighted by alpha).
+    alpha: str = "channel"
+    #: Where to write the count map (TIFF), or None.
+    count_map: str | None = None
 
     @classmethod
     def create(
@@ -143,9 +154,24 @@ class JobOptions:
         compression: str | None = None,
         tile: Any = None,
         method: str | None = None,
+        nodata: Any = None,
+        renormalize: Any = False,
+        min_count: Any = None,
+        alpha: Any = None,
+        count_map: Any = None,
         **params: Any,
     ) -> "JobOptions":
         """Validate raw option values (as given to the API) into options."""
+        from .missing import check_min_count, parse_nodata
+
+        if not isinstance(renormalize, (bool, np.bool_)):
+            raise UsageError(f"renormalize (--renormalize) must be True or False, got {renormalize!r}")
+        if alpha is None:
+            alpha = "channel"
+        if alpha not in ALPHA_MODES:
+            raise UsageError(f"alpha (--alpha) must be one of {', '.join(ALPHA_MODES)}, got {alpha!r}")
+        if count_map is not None and not isinstance(count_map, (str, os.PathLike)):
+            raise UsageError(f"count_map (--count-map) must be a path, got {type(count_map).__name__}")
         if compression is None:
             compression = "none"
         if not isinstance(compression, str) or compression not in COMPRESSIONS:
@@ -162,12 +188,20 @@ class JobOptions:
             tile=_check_tile(tile),
             method=method or "mean",
             params=dict(params),
+            nodata=parse_nodata(nodata),
+            renormalize=bool(renormalize),
+            min_count=check_min_count(min_count),
+            alpha=alpha,
+            count_map=None if count_map is None else os.fspath(count_map),
         )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "JobOptions":
         """Options from a mapping of option names (absent or None means default)."""
-        known = {"weights", "dtype", "max_memory", "threads", "compression", "tile", "method"}
+        known = {
+            "weights", "dtype", "max_memory", "threads", "compression", "tile", "method",
+            "nodata", "renormalize", "min_count", "alpha", "count_map",
+        }
         unknown = set(values) - known
         if unknown:
             raise UsageError(f"unknown option(s): {', '.join(sorted(unknown))}")

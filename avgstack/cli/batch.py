@@ -29,12 +29,15 @@ from typing import Any
 
 from ..engine import DTYPES
 from ..errors import UsageError
+from ..options import JobOptions
 from ..planning import parse_size
 from ..writing.tiff import COMPRESSIONS
 
 __all__ = ["BatchJob", "load_batch", "is_up_to_date"]
 
-_OPTION_KEYS = {"weights", "dtype", "compression", "tile", "max_memory", "threads"}
+_OPTION_KEYS = {
+    "weights", "dtype", "compression", "tile", "max_memory", "threads", "nodata", "renormalize", "min_count", "alpha",
+}
 _JOB_KEYS = _OPTION_KEYS | {"output", "inputs"}
 
 
@@ -82,6 +85,12 @@ def _check_options(where: str, table: dict[str, Any]) -> dict[str, Any]:
                 options[key] = parse_size(value)
             except UsageError as err:
                 raise UsageError(f"{where}: {err}") from None
+        else:  # nodata, renormalize, min_count, alpha: checked as the API checks them
+            try:
+                JobOptions.create(**{key: value})
+            except UsageError as err:
+                raise UsageError(f"{where}: {err}") from None
+            options[key] = value
     return options
 
 

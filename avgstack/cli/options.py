@@ -28,6 +28,8 @@ examples:
   second page of multi-page TIFFs, 16-bit output, LZW tiles, 2 GB budget:
     python -m avgstack -o avg.tif 'scan1.tif[1]' 'scan2.tif[1]' --dtype uint16 \\
         --compression lzw --tile 256 --max-memory 2GB
+  GeoTIFFs with -9999 holes: mean of the valid frames, and how many there were:
+    python -m avgstack -o dem.tif --nodata -9999 --count-map dem-count.tif tile_*.tif
   check a job without reading pixels or writing anything:
     python -m avgstack --dry-run -o avg.tif 'night/*.tif'
   several stacks from a batch file (for cron):
@@ -124,6 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
     maths.add_argument("--dtype", choices=DTYPES, metavar="TYPE",
                        help=f"output sample type: {', '.join(DTYPES)}; default: the inputs' type, "
                             "e.g. --dtype float32 keeps fractions and negative sums")
+
+    missing = parser.add_argument_group("missing data and alpha (README: 'Missing data')")
+    missing.add_argument("--nodata", metavar="VALUE|nan|none",
+                         help="samples equal to VALUE (nan: NaN samples) are left out and pixels with no valid "
+                              "frame get VALUE, written as the output's GDAL_NODATA tag; default: the inputs' "
+                              "GDAL_NODATA tag; 'none' averages every sample as a number")
+    missing.add_argument("--renormalize", action="store_true", default=None,
+                         help="weighted sums: scale by sum(w)/sum(valid w) where frames are missing")
+    missing.add_argument("--min-count", type=int, metavar="K",
+                         help="samples with fewer than K valid frames become nodata")
+    missing.add_argument("--alpha", choices=("channel", "coverage"), default=None,
+                         help="channel (default): alpha averaged like any channel; coverage: colour weighted "
+                              "by alpha, fully transparent pixels left out")
+    missing.add_argument("--count-map", metavar="PATH",
+                         help="also write a TIFF of the number of frames that contributed to each sample")
 
     res = parser.add_argument_group("resources and output format")
     res.add_argument("-m", "--max-memory", type=_size, default=None, metavar="SIZE",

@@ -20,6 +20,7 @@ import numpy as np
 import tifffile
 
 from ..errors import BudgetError, InputError, ReadError, UnsupportedInputError
+from ..missing import GDAL_NODATA, parse_tag
 from ..windows import Band
 from . import codecs, lab
 from .base import ImageInfo, Source
@@ -253,6 +254,9 @@ class TiffSource(Source):
             "orientation": int(orientation) if isinstance(orientation, int) else 1,
             "compression": compression,
         }
+        nodata = parse_tag(p.tags.valueof(GDAL_NODATA)) if GDAL_NODATA in p.tags else None
+        if nodata is not None:
+            metadata["nodata"] = nodata
         if palette is not None:
             scratch += palette_scratch(width, dtype)
             metadata["palette"] = describe_palette(palette.bits, palette.dtype)
