@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -76,6 +76,10 @@ def declare(stack: Stack, spec: ReduceSpec, sink: Sink, rows: int, threads: int)
         buffers = [b.times(workers) for b in Workspace.declare(spec, geometry, part)]
     else:
         buffers = Workspace.declare(spec, geometry, rows, readers=readers(geometry, threads, stack.count))
+    if spec.param("counts"):  # a count map: its band buffers, like the output's
+        from .countmap import count_band_buffers
+
+        buffers += count_band_buffers(stack.shape, spec.count, rows, overlapped)
     return [*buffers, *sink.declare(rows, threads, overlapped)]
 
 
@@ -182,14 +186,16 @@ class Engine:
         """Times each input is decoded whole (1 for streamed stacks)."""
         return 1 if self.stack.streamable else len(self.plan.bands)
 
-    def bands(self, target: np.ndarray | None = None, progress: ProgressCallback | None = None) -> Iterator[
-        tuple[Band, np.ndarray]
-    ]:
-        """Yield the finished bands; into ``target`` (the whole result) when given."""
+    def bands(
+        self, target: np.ndarray | None = None, progress: ProgressCallback | None = None,
+        on_counts: Callable[[Band, np.ndarray], None] | None = None,
+    ) -> Iterator[tuple[Band, np.ndarray]]:
+        """Yield the finished bands; into ``target`` (the whole result) when given; counts to ``on_counts``."""
         stack = self.stack
         return run_bands(
             stack.sources, stack.refs, self.spec, geometry_of(stack), self.plan,
             threads=self.threads, unit=stack.segment_rows(), target=target, progress=progress, stats=self.stats,
+            on_counts=on_counts,
         )
 
 

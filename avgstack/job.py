@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from .engine import Engine, ProgressCallback, clock, layout_of, peak_rss, reduce_spec
+from .countmap import CountMap, check_count_map
 from .missing import rules_for, spec_params, with_missing
 from .options import JobOptions, default_threads
 from .planning import format_size
@@ -215,6 +216,8 @@ class FileJob:
             self.sink = choose_sink(self.out, layout, compression=options.compression, tile=options.tile)
             self.paths = [split_page_suffix(os.fspath(i))[0] for i in specs if not isinstance(i, np.ndarray)]
             check_output(self.out, self.paths)
+            if options.count_map:
+                check_count_map(options.count_map, self.out, self.paths)
             self.spec = reduce_spec(
                 stack, options.weights, options.method, **options.params, **spec_params(options, self.missing)
             )
@@ -273,8 +276,16 @@ class FileJob:
             format_size(plan.memory), threads,
         )
         target = self.sink.result(plan)
-        with atomic_output(self.out) as fh:
-            written = self.sink.write(fh, engine.bands(target, progress), plan, threads)
+        with contextlib.ExitStack() as outputs:
+            on_counts = None
+            if self.options.count_map:
+                # the count map's temporary file first, then the output's; the output is renamed when
+                # complete, then the count map (both temporaries are removed if either fails)
+                counts = CountMap(self.options.count_map, stack.shape, stack.count, self.sink.layout.metadata)
+                counts.start(outputs.enter_context(atomic_output(counts.path)))
+                on_counts = counts.write
+            with atomic_output(self.out) as fh:
+                written = self.sink.write(fh, engine.bands(target, progress, on_counts), plan, threads)
         del target
         stats = engine.stats
         warn_clipped(stats.clipped, stack.out_dtype)

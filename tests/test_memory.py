@@ -161,3 +161,22 @@ def test_the_measurement_sees_an_allocation_over_the_budget(tmp_path, baseline):
     )
     assert code == 0, stderr
     assert peak - baseline > BUDGET * MARGIN
+
+
+def test_nodata_and_count_map_stay_within_16_mib(stack, baseline):
+    """Missing data adds a valid mask and counts per band, the count map its own band buffers: all declared."""
+    folder, paths = stack
+    out, counts = str(folder / "nodata.tif"), str(folder / "counts.tif")
+    code, peak, stderr = peak_rss_of(
+        ["-m", "avgstack", "-o", out, "--max-memory", "16MiB", "--nodata", "7", "--count-map", counts, *paths],
+        folder,
+    )
+    assert code == 0, stderr
+    _assert_within_budget(peak, baseline, "nodata + count map")
+    rows = slice(1000, 1100)
+    frames = np.stack([f[rows] for f in _frames(paths)])
+    valid = frames != 7
+    expected = np.rint(np.where(valid, frames, 0).sum(axis=0) / np.maximum(valid.sum(axis=0), 1))
+    expected[valid.sum(axis=0) == 0] = 7
+    assert np.array_equal(tifffile.imread(out)[rows], expected.astype(np.uint8))
+    assert np.array_equal(tifffile.imread(counts)[rows], valid.sum(axis=0))
