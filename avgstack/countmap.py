@@ -99,7 +99,7 @@ class CountMap:
         assert self._fd is not None, "start() first"
         _, w, c = self.shape
         data = np.ascontiguousarray(counts, self.dtype.newbyteorder("<"))
-        view = memoryview(data.reshape(-1).view(np.uint8))
+        view = memoryview(data.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
         position = self._offset + band.start * w * c * self.dtype.itemsize
         done = 0
         try:

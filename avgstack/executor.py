@@ -132,7 +132,7 @@ def _by_rows(sources, refs, spec, geometry, plan, threads, unit, target, progres
     outs = _outputs(plan, target)
     count = len(sources)
 
-    def submit(k: int) -> tuple[np.ndarray, list[Future]]:
+    def submit(k: int) -> tuple[np.ndarray, np.ndarray | None, list[Future]]:
         band = plan.bands[k]
         rows_out = target[band.toslice()] if target is not None else outs[k % len(outs)][: band.height]
         counts_out = counts[k % len(counts)][: band.height] if counts else None

@@ -15,8 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .engine import Engine, ProgressCallback, clock, layout_of, peak_rss, reduce_spec
 from .countmap import CountMap, check_count_map
+from .engine import Engine, ProgressCallback, clock, layout_of, peak_rss, reduce_spec
 from .missing import rules_for, spec_params, with_missing
 from .options import JobOptions, default_threads
 from .planning import format_size
