@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .alpha import coverage_params
 from .engine import Engine, ProgressCallback, clock, layout_of, reduce_spec
 from .job import FileJob, JobPlan, Report, warn_clipped
 from .missing import rules_for, spec_params
@@ -88,7 +89,10 @@ def average(
     options.with_count(len(specs))
     with Stack(specs, options.dtype, options.max_memory) as stack:
         sink = ArraySink(layout_of(stack))
-        spec = reduce_spec(stack, options.weights, **spec_params(options, rules_for(stack, options)))
+        missing = rules_for(stack, options)
+        spec = reduce_spec(
+            stack, options.weights, **spec_params(options, missing), **coverage_params(stack, options, missing)
+        )
         engine = Engine(stack, spec, sink, options.max_memory, options.threads)
         plan = engine.plan
         log.debug("plan: %d bands of %d rows, %s", len(plan.bands), plan.band_height, format_size(plan.memory))

@@ -548,6 +548,10 @@ class WeightedSum(Accumulator):
 
 def reducer_class(spec: ReduceSpec) -> type[Reducer]:
     """The frame reducer of a mean or weighted-sum spec."""
+    if spec.param("alpha"):
+        from .alpha import CoverageMean
+
+        return CoverageMean
     if spec.weights is not None:
         return WeightedSum
     if spec.in_dtype.kind in "ui" and spec.in_dtype.itemsize == 8:

@@ -79,7 +79,9 @@ def declare(stack: Stack, spec: ReduceSpec, sink: Sink, rows: int, threads: int)
     if spec.param("counts"):  # a count map: its band buffers, like the output's
         from .countmap import count_band_buffers
 
-        buffers += count_band_buffers(stack.shape, spec.count, rows, overlapped)
+        h, w, s = stack.shape
+        shape = (h, w, 1 if spec.param("alpha") else s)  # alpha coverage: one count per pixel
+        buffers += count_band_buffers(shape, spec.count, rows, overlapped)
     return [*buffers, *sink.declare(rows, threads, overlapped)]
 
 

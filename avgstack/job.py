@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .alpha import coverage_params
 from .countmap import CountMap, check_count_map
 from .engine import Engine, ProgressCallback, clock, layout_of, peak_rss, reduce_spec
 from .missing import rules_for, spec_params, with_missing
@@ -219,7 +220,8 @@ class FileJob:
             if options.count_map:
                 check_count_map(options.count_map, self.out, self.paths)
             self.spec = reduce_spec(
-                stack, options.weights, options.method, **options.params, **spec_params(options, self.missing)
+                stack, options.weights, options.method, **options.params, **spec_params(options, self.missing),
+                **coverage_params(stack, options, self.missing),
             )
             self.engine = Engine(stack, self.spec, self.sink, self.budget, options.threads)
             self.plan, self.threads = self.engine.plan, self.engine.threads
@@ -281,7 +283,9 @@ class FileJob:
             if self.options.count_map:
                 # the count map's temporary file first, then the output's; the output is renamed when
                 # complete, then the count map (both temporaries are removed if either fails)
-                counts = CountMap(self.options.count_map, stack.shape, stack.count, self.sink.layout.metadata)
+                h, w, s = stack.shape
+                shape = (h, w, 1 if self.spec.param("alpha") else s)  # alpha coverage: one count per pixel
+                counts = CountMap(self.options.count_map, shape, stack.count, self.sink.layout.metadata)
                 counts.start(outputs.enter_context(atomic_output(counts.path)))
                 on_counts = counts.write
             with atomic_output(self.out) as fh:

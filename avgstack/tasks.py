@@ -304,7 +304,7 @@ def run_band(
         counts = reducer.counts()
         if counts is not None:
             if counts_out is not None:
-                counts_out[...] = counts
+                counts_out[...] = counts[..., : counts_out.shape[2]]
             extras = {"counts": counts_out if counts_out is not None else counts.copy()}
         return BandResult(band, out, clipped, total, extras)
     finally:

@@ -180,3 +180,20 @@ def test_nodata_and_count_map_stay_within_16_mib(stack, baseline):
     expected[valid.sum(axis=0) == 0] = 7
     assert np.array_equal(tifffile.imread(out)[rows], expected.astype(np.uint8))
     assert np.array_equal(tifffile.imread(counts)[rows], valid.sum(axis=0))
+
+
+def test_alpha_coverage_and_count_map_stay_within_16_mib(stack, baseline):
+    folder, paths = stack
+    out, counts = str(folder / "coverage.tif"), str(folder / "coverage-counts.tif")
+    code, peak, stderr = peak_rss_of(
+        ["-m", "avgstack", "-o", out, "--max-memory", "16MiB", "--alpha", "coverage", "--count-map", counts,
+         *paths], folder,
+    )
+    assert code == 0, stderr
+    _assert_within_budget(peak, baseline, "alpha coverage + count map")
+    rows = slice(2000, 2050)
+    frames = np.stack([f[rows].astype(np.float64) for f in _frames(paths)])
+    a = frames[..., 3:]
+    assert np.array_equal(tifffile.imread(counts)[rows], (a[..., 0] > 0).sum(axis=0))
+    colour = np.where(a.sum(0) > 0, (a * frames[..., :3]).sum(0) / np.maximum(a.sum(0), 1), frames[..., :3].mean(0))
+    assert np.abs(tifffile.imread(out)[rows][..., :3] - colour).max() <= 0.5
