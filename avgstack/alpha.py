@@ -17,7 +17,7 @@ import numpy as np
 
 from .buffers import Buffer, opaque
 from .errors import UsageError
-from .reducers.base import ReduceSpec, Reducer
+from .reducers.base import Reducer, ReduceSpec
 
 __all__ = ["CoverageMean", "coverage_params", "ALPHA_PARAM"]
 
