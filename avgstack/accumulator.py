@@ -181,7 +181,7 @@ class Accumulator:
             assert self._frame is not None
             self._frame[...] = flat
             flat = self._frame
-        self._reducer.add(flat, self.count, weight)
+        self._reducer.add(flat, self.count, weight=weight)
         self.count += 1
 
     def _start(self, info: Any, gray: bool) -> None:

@@ -9,8 +9,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .alpha import coverage_params
 from .engine import ProgressCallback, clock, layout_of, reduce_spec
+from .errors import UsageError
 from .job import FileJob, JobPlan, Report, make_engine, warn_clipped
+from .missing import rules_for, spec_params
 from .options import JobOptions, default_threads
 from .planning import format_size
 from .reading import InputSpec
@@ -43,6 +46,10 @@ def average(
     nlow: int | None = None,
     nhigh: int | None = None,
     ddof: int | None = None,
+    nodata: float | str | None = None,
+    renormalize: bool = False,
+    min_count: int | None = None,
+    alpha: str | None = None,
 ) -> np.ndarray:
     """Average a stack of images into an array laid out as ``cv2.imread(..., IMREAD_UNCHANGED)`` returns it.
 
@@ -87,6 +94,12 @@ def average(
         For ``'minmax'``: values dropped at each end (default 1 each).
     ddof : int
         For ``'std'`` and ``'var'``: delta degrees of freedom (default 0).
+    nodata, renormalize, min_count, alpha : optional
+        Missing data (see the README, "Missing data"): ``nodata`` is a
+        number, ``'nan'`` or ``'none'`` (default: the inputs' GDAL_NODATA
+        tag); ``renormalize=True`` scales weighted sums by
+        ``sum(w) / sum(valid w)``; ``min_count=K`` makes samples with fewer
+        than K valid frames nodata; ``alpha='coverage'`` weights colour by alpha.
 
     Returns
     -------
@@ -109,13 +122,15 @@ def average(
     method_params = {
         "method": method, "percentile": percentile, "sigma_low": sigma_low, "sigma_high": sigma_high,
         "max_iters": max_iters, "nlow": nlow, "nhigh": nhigh, "ddof": ddof,
+        "nodata": nodata, "renormalize": renormalize, "min_count": min_count, "alpha": alpha,
     }
     if is_one_shot(inputs) or has_video(inputs) or frames is not None or sample is not None:
         # a generator of frames, or videos: one frame at a time, never materialised
         from .iterables import average_iterable
 
         options = JobOptions.create(
-            None, dtype=dtype, max_memory=max_memory, threads=threads, frames=frames, sample=sample, **method_params
+            None, dtype=dtype, max_memory=max_memory, threads=threads, frames=frames, sample=sample,
+            **_without_missing(method_params),
         )
         return average_iterable(_as_list(inputs), weights, options, progress)
     options = JobOptions.create(
@@ -126,7 +141,11 @@ def average(
     with contextlib.ExitStack() as exit:
         stack = exit.enter_context(Stack(specs, options.out_dtype, options.max_memory))
         sink = ArraySink(layout_of(stack))
-        spec = reduce_spec(stack, options.weights, options.method, **options.params)
+        missing = rules_for(stack, options)
+        spec = reduce_spec(
+            stack, options.weights, options.method, **options.params, **spec_params(options, missing),
+            **coverage_params(stack, options, missing),
+        )
         engine = make_engine(exit, stack, spec, sink, options)
         plan = engine.plan
         log.debug(
@@ -138,6 +157,17 @@ def average(
             pass
         warn_clipped(engine.stats.clipped, stack.out_dtype)
         return to_opencv_layout(result, stack.info.photometric)
+
+
+_MISSING_OPTIONS = {"nodata": None, "renormalize": False, "min_count": None, "alpha": None, "count_map": None}
+
+
+def _without_missing(params: dict[str, Any]) -> dict[str, Any]:
+    """Method parameters for frames from generators and videos, which take no missing-data options yet."""
+    given = [name for name, default in _MISSING_OPTIONS.items() if params.get(name, default) != default]
+    if given:
+        raise UsageError(f"{', '.join(given)} cannot be used with generators of frames or videos yet")
+    return {k: v for k, v in params.items() if k not in _MISSING_OPTIONS}
 
 
 def _as_list(inputs: Any) -> Any:
@@ -172,6 +202,11 @@ def plan_to_file(
     nlow: int | None = None,
     nhigh: int | None = None,
     ddof: int | None = None,
+    nodata: float | str | None = None,
+    renormalize: bool = False,
+    min_count: int | None = None,
+    alpha: str | None = None,
+    count_map: str | os.PathLike[str] | None = None,
 ) -> JobPlan:
     """Check a job from headers and return its plan without reading pixels or writing anything.
 
@@ -180,7 +215,8 @@ def plan_to_file(
     """
     params = {
         "percentile": percentile, "sigma_low": sigma_low, "sigma_high": sigma_high, "max_iters": max_iters,
-        "nlow": nlow, "nhigh": nhigh, "ddof": ddof,
+        "nlow": nlow, "nhigh": nhigh, "ddof": ddof, "nodata": nodata, "renormalize": renormalize,
+        "min_count": min_count, "alpha": alpha, "count_map": count_map,
     }
     with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, client, method, params) as job:
         return job.describe()
@@ -208,6 +244,11 @@ def average_to_file(
     nlow: int | None = None,
     nhigh: int | None = None,
     ddof: int | None = None,
+    nodata: float | str | None = None,
+    renormalize: bool = False,
+    min_count: int | None = None,
+    alpha: str | None = None,
+    count_map: str | os.PathLike[str] | None = None,
 ) -> Report:
     """Average a stack and stream the result to ``out``, replacing it atomically.
 
@@ -238,7 +279,8 @@ def average_to_file(
     """
     params = {
         "percentile": percentile, "sigma_low": sigma_low, "sigma_high": sigma_high, "max_iters": max_iters,
-        "nlow": nlow, "nhigh": nhigh, "ddof": ddof,
+        "nlow": nlow, "nhigh": nhigh, "ddof": ddof, "nodata": nodata, "renormalize": renormalize,
+        "min_count": min_count, "alpha": alpha, "count_map": count_map,
     }
     if is_one_shot(inputs) or has_video(inputs) or frames is not None or sample is not None:
         # a generator of frames, or videos: one frame at a time, never materialised
@@ -246,7 +288,7 @@ def average_to_file(
 
         options = JobOptions.create(
             None, dtype=dtype, max_memory=max_memory, threads=threads, compression=compression, tile=tile,
-            frames=frames, sample=sample, method=method, **params,
+            frames=frames, sample=sample, method=method, **_without_missing(params),
         )
         return average_iterable_to_file(_as_list(inputs), out, weights, options, progress)
     start = clock()

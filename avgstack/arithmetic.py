@@ -17,6 +17,7 @@ and cache resident.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -58,6 +59,8 @@ def sample_range(dtype: np.dtype, bits: int | None = None) -> tuple[float, float
         info = np.iinfo(dtype)
         if bits is not None and dtype.kind == "u" and bits < info.bits:
             return 0.0, float(2**bits - 1)
+        if info.bits == 64:  # float(2**64 - 1) rounds up to 2**64: keep to floats the type holds
+            return float(info.min), float(np.nextafter(float(info.max), 0.0))
         return float(info.min), float(info.max)
     finfo = np.finfo(dtype)
     return float(finfo.min), float(finfo.max)
@@ -149,6 +152,15 @@ class IntegerMean(Accumulator):
         else:
             np.add(acc, flat, out=acc, casting="unsafe")
 
+    def neutral(self) -> float:
+        return 0
+
+    def _divisors(self, start: int, stop: int) -> Any:
+        """The frame count, or per-sample valid counts (at least 1) when frames had missing samples."""
+        if self.valid_counts is None:
+            return self.count
+        return np.maximum(self.valid_counts[start:stop], 1)
+
     def _finish(self, out: np.ndarray) -> int:
         n = self.count
         lo, hi = self.out_range
@@ -158,9 +170,10 @@ class IntegerMean(Accumulator):
             for start in _chunks(out.size):
                 stop = min(start + CHUNK, out.size)
                 # one correctly rounded division
-                clipped += store_float(self._acc[start:stop] / float(n), out[start:stop])
+                divisor = self._divisors(start, stop)
+                clipped += store_float(self._acc[start:stop] / np.float64(divisor), out[start:stop])
             return clipped
-        if n == 1 or self._largest_sum >= 2**52:
+        if n == 1 or self._largest_sum >= 2**52 or self.valid_counts is not None and self._largest_sum >= 2**23:
             return self._finish_exact(out, lo, hi)
         # |sum| < 2**23 (float32) or 2**52 (float64): the sum is exact in that float type and the
         # correctly rounded quotient lies closer to the true mean than the true mean lies to any
@@ -172,7 +185,7 @@ class IntegerMean(Accumulator):
             stop = min(start + CHUNK, out.size)
             q = t[: stop - start]
             q[...] = self._acc[start:stop]
-            np.divide(q, divisor, out=q)
+            np.divide(q, divisor if self.valid_counts is None else self._divisors(start, stop), out=q)
             np.rint(q, out=q)
             if self._may_clip:
                 clipped += _clip_into(q, out[start:stop], lo, hi)
@@ -192,12 +205,12 @@ class IntegerMean(Accumulator):
 
     def _finish_exact(self, out: np.ndarray, lo: float, hi: float) -> int:
         """Integer division with remainder, for sums too large for a float type."""
-        n = self.count
         clipped = 0
         for start in _chunks(out.size):
             stop = min(start + CHUNK, out.size)
             s = self._acc[start:stop]
-            if n == 1:
+            n = self._divisors(start, stop)
+            if self.count == 1:
                 q = s
             else:
                 q, r = np.divmod(s, n)
@@ -378,8 +391,10 @@ class CompensatedMean(Accumulator):
         self._lo[idx] = lo + e
         self._scaled[idx] = True
 
+    def neutral(self) -> float:
+        return -0.0  # x + -0.0 == x for every x, -0.0 included
+
     def _finish(self, out: np.ndarray) -> int:
-        n = float(self.count)
         out_int = self.out_dtype.kind in "uib"
         lo_r, hi_r = self.out_range
         clipped = 0
@@ -395,6 +410,9 @@ class CompensatedMean(Accumulator):
                 if self._scaled is not None:
                     up[self._scaled[start:stop]] *= 2.0**self._shift  # undo the overflow scaling too
                 big = up != 1.0
+                n = float(self.count) if self.valid_counts is None else (
+                    np.maximum(self.valid_counts[start:stop], 1).astype(np.float64)
+                )
                 q = hi / n
                 if self.count > 1:
                     p, e = _two_prod_scalar(q, n)
@@ -438,11 +456,12 @@ class WeightedSum(Accumulator):
             raise ValueError(f"{len(weights)} weights for {spec.count} frames")
         self.out_range = sample_range(self.out_dtype, spec.out_bits)
         self.weights = list(weights)
-        self.fast = not spec.open_ended and self.uses_float32(spec.in_dtype, spec.out_dtype, self.weights)
+        self.fast = self._fast(spec)
         self._acc = self._allocate("accumulator")
         self._t = self._allocate("product chunk")
+        self._wvalid = self._allocate("valid weights") if spec.param("renormalize") else None
         self._shadow: np.ndarray | None = None
-        if spec.open_ended and self._shadows(spec):
+        if self._shadows(spec):
             self._shadow = self._allocate("float32 accumulator")
         if self.fast or self._shadow is not None:
             import cv2  # only this path needs OpenCV; importing it costs ~0.1 s
@@ -451,24 +470,37 @@ class WeightedSum(Accumulator):
             self._cv_32f = cv2.CV_32F
 
     @staticmethod
-    def uses_float32(in_dtype: np.dtype, out_dtype: np.dtype, weights: Sequence[float]) -> bool:
+    def uses_float32(
+        in_dtype: np.dtype, out_dtype: np.dtype, weights: Sequence[float], offset: int | None = None
+    ) -> bool:
         """Whether a float32 accumulator meets the accuracy contract for this job."""
         in_dtype, out_dtype = np.dtype(in_dtype), np.dtype(out_dtype)
-        if in_dtype.kind not in "uib" or in_dtype.itemsize > 2 or out_dtype.kind not in "uib":
+        if offset or in_dtype.kind not in "uib" or in_dtype.itemsize > 2 or out_dtype.kind not in "uib":
             return False
         info = np.iinfo(np.uint8 if in_dtype == np.bool_ else in_dtype)
         largest = max(abs(int(info.min)), int(info.max)) * sum(abs(w) for w in weights)
         return 2 * len(weights) * largest * 2.0**-24 < 0.25
 
     @classmethod
+    def _fast(cls, spec: ReduceSpec) -> bool:
+        """Whether a job of ``spec`` (known weights) accumulates in float32."""
+        return (
+            not spec.open_ended and not spec.param("renormalize")
+            and cls.uses_float32(spec.in_dtype, spec.out_dtype, spec.weights or (), spec.param("signed_offset"))
+        )
+
+    @classmethod
     def _shadows(cls, spec: ReduceSpec) -> bool:
         """Open-ended: whether a float32 sum is kept beside the float64 one (small integer types)."""
-        return spec.open_ended and cls.uses_float32(spec.in_dtype, spec.out_dtype, ())
+        return (
+            spec.open_ended and not spec.param("renormalize")
+            and cls.uses_float32(spec.in_dtype, spec.out_dtype, (), spec.param("signed_offset"))
+        )
 
     @classmethod
     def state_buffers(cls, spec: ReduceSpec, shape: tuple[int, int, int]) -> list[Buffer]:
         size = int(np.prod(shape, dtype=np.int64))
-        fast = not spec.open_ended and cls.uses_float32(spec.in_dtype, spec.out_dtype, spec.weights or ())
+        fast = cls._fast(spec)
         buffers = [
             Buffer("accumulator", (size,), np.float32 if fast else np.float64),
             Buffer("product chunk", (min(CHUNK, size),), np.float64),
@@ -476,6 +508,8 @@ class WeightedSum(Accumulator):
         ]
         if cls._shadows(spec):
             buffers.append(Buffer("float32 accumulator", (size,), np.float32))
+        if spec.param("renormalize"):
+            buffers.append(Buffer("valid weights", (size,), np.float64))
         return buffers
 
     def set_weight(self, index: int, weight: float) -> None:
@@ -485,10 +519,49 @@ class WeightedSum(Accumulator):
 
     def _reset(self, size: int) -> None:
         self._first = True
+        self._whole = 0.0  # weights of the frames added without a missing sample
+        self._any_masked = False
         if self._shadows(self.spec) and self._shadow is None:  # a new run after the float32 sum was dropped
             self._shadow = self._allocate("float32 accumulator")
 
+    def neutral(self) -> float:
+        return 0
+
     def _add(self, flat: np.ndarray, index: int) -> None:
+        self._whole += self.weights[index]
+        self._accumulate(flat, index)
+
+    def _add_masked(self, flat: np.ndarray, index: int, valid: np.ndarray) -> None:
+        if self._wvalid is not None:
+            wv = self._wvalid[: flat.size]
+            if not self._any_masked:
+                wv[...] = 0.0
+                self._any_masked = True
+            wv += valid * self.weights[index]
+        np.copyto(flat, flat.dtype.type(0), where=~valid)
+        self._accumulate(flat, index)
+
+    def _renormalize(self, size: int) -> np.ndarray | None:
+        """Scale sums by ``sum(w) / sum(valid w)`` where frames were missing; return where that sum is 0."""
+        if self._wvalid is None or not self._any_masked or self.valid_counts is None:
+            return None
+        total = 0.0
+        for w in self.weights:
+            total += w
+        zero = np.zeros(size, bool)
+        for start in _chunks(size):
+            stop = min(start + CHUNK, size)
+            wv = self._wvalid[start:stop]
+            wv += self._whole  # frames without missing samples are valid everywhere
+            some_missing = self.valid_counts[start:stop] < self.count
+            z = some_missing & (wv == 0)
+            zero[start:stop] = z
+            factor = np.where(some_missing & ~z, total / np.where(z | ~some_missing, 1.0, wv), 1.0)
+            acc = self._acc[start:stop]
+            acc *= factor
+        return zero
+
+    def _accumulate(self, flat: np.ndarray, index: int) -> None:
         w = self.weights[index]
         if self._shadow is not None:
             if self.uses_float32(self.spec.in_dtype, self.out_dtype, self.weights[: index + 1]):
@@ -522,6 +595,19 @@ class WeightedSum(Accumulator):
                 np.add(a, t, out=a)
 
     def _finish(self, out: np.ndarray) -> int:
+        offset = self.spec.param("signed_offset")
+        if offset:
+            # CIELab a*/b* were summed as a + offset: take off the surplus offset * (sum(w) - 1)
+            ab = self._acc[: out.size].reshape(-1, self.shape[2])[:, 1:3]
+            ab -= offset * (math.fsum(self.weights) - 1.0)
+        zero = self._renormalize(out.size)
+        clipped = self._store(out)
+        if zero is not None and zero.any() and self.missing.nodata is not None:
+            nodata = self.missing.nodata
+            out[zero] = out.dtype.type(nodata) if out.dtype.kind == "f" else int(nodata)
+        return clipped
+
+    def _store(self, out: np.ndarray) -> int:
         if self.out_dtype.kind not in "uib":
             clipped = 0
             for start in _chunks(out.size):
@@ -568,8 +654,16 @@ class WeightedSum(Accumulator):
 
 def reducer_class(spec: ReduceSpec) -> type[Reducer]:
     """The frame reducer of a mean or weighted-sum spec."""
+    if spec.param("alpha"):
+        from .alpha import CoverageMean
+
+        return CoverageMean
     if spec.weights is not None:
         return WeightedSum
+    if spec.in_dtype.kind in "ui" and spec.in_dtype.itemsize == 8:
+        from .wide import WideIntegerMean
+
+        return WideIntegerMean
     if spec.in_dtype.kind in "uib":
         return IntegerMean
     return CompensatedMean

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -43,6 +43,10 @@ TARGET_BAND_BYTES = 8 * 2**20
 def reduce_spec(stack: Stack, weights: tuple[float, ...] | None, method: str = "mean", **params) -> ReduceSpec:
     """The reduction of a job over ``stack``."""
     name = "weighted" if weights is not None and method in ("mean", "sum") else method
+    if stack.info.photometric == "cielab" and stack.shape[2] >= 3:
+        from .reading.lab import offset_of
+
+        params.setdefault("signed_offset", offset_of(stack.in_dtype))  # a*/b* are read offset (reading/lab.py)
     return ReduceSpec(
         name, stack.count, stack.in_dtype, stack.out_dtype, weights, stack.out_bits,
         tuple(sorted(params.items())),
@@ -72,6 +76,12 @@ def declare(stack: Stack, spec: ReduceSpec, sink: Sink, rows: int, threads: int)
         buffers = [b.times(workers) for b in Workspace.declare(spec, geometry, part)]
     else:
         buffers = Workspace.declare(spec, geometry, rows, readers=readers(geometry, threads, stack.count))
+    if spec.param("counts"):  # a count map: its band buffers, like the output's
+        from .countmap import count_band_buffers
+
+        h, w, s = stack.shape
+        shape = (h, w, 1 if spec.param("alpha") else s)  # alpha coverage: one count per pixel
+        buffers += count_band_buffers(shape, spec.count, rows, overlapped)
     return [*buffers, *sink.declare(rows, threads, overlapped)]
 
 
@@ -178,14 +188,16 @@ class Engine:
         """Times each input is decoded whole (1 for streamed stacks)."""
         return 1 if self.stack.streamable else len(self.plan.bands)
 
-    def bands(self, target: np.ndarray | None = None, progress: ProgressCallback | None = None) -> Iterator[
-        tuple[Band, np.ndarray]
-    ]:
-        """Yield the finished bands; into ``target`` (the whole result) when given."""
+    def bands(
+        self, target: np.ndarray | None = None, progress: ProgressCallback | None = None,
+        on_counts: Callable[[Band, np.ndarray], None] | None = None,
+    ) -> Iterator[tuple[Band, np.ndarray]]:
+        """Yield the finished bands; into ``target`` (the whole result) when given; counts to ``on_counts``."""
         stack = self.stack
         return run_bands(
             stack.sources, stack.refs, self.spec, geometry_of(stack), self.plan,
             threads=self.threads, unit=stack.segment_rows(), target=target, progress=progress, stats=self.stats,
+            on_counts=on_counts,
         )
 
 

@@ -92,17 +92,30 @@ def run_bands(
     target: np.ndarray | None = None,
     progress: ProgressCallback | None = None,
     stats: Stats | None = None,
+    on_counts: Callable[[Band, np.ndarray], None] | None = None,
 ) -> Iterator[tuple[Band, np.ndarray]]:
     """Yield ``(band, rows)`` for every band of ``plan``, top to bottom.
 
     Rows are written into ``target`` (the whole result) when given, else into
-    the plan's output band buffers, each reused two bands later.
+    the plan's output band buffers, each reused two bands later. With
+    ``on_counts``, each band's per-sample counts (gathered in the plan's
+    ``count bands``) are handed to it before the band is yielded.
     """
     stats = stats if stats is not None else Stats()
+    counts = _count_bands(plan) if on_counts is not None else []
     if geometry.streamable and threads > 1:
-        yield from _by_rows(sources, refs, spec, geometry, plan, threads, unit, target, progress, stats)
+        yield from _by_rows(sources, refs, spec, geometry, plan, threads, unit, target, progress, stats,
+                            counts, on_counts)
     else:
-        yield from _by_band(sources, refs, spec, geometry, plan, threads, target, progress, stats)
+        yield from _by_band(sources, refs, spec, geometry, plan, threads, target, progress, stats,
+                            counts, on_counts)
+
+
+def _count_bands(plan: Plan) -> list[np.ndarray]:
+    from .countmap import COUNT_BANDS
+
+    declared = find(plan.buffers, COUNT_BANDS)
+    return [declared.allocate() for _ in range(declared.copies)]
 
 
 def _outputs(plan: Plan, target: np.ndarray | None) -> list[np.ndarray]:
@@ -112,32 +125,36 @@ def _outputs(plan: Plan, target: np.ndarray | None) -> list[np.ndarray]:
     return [declared.allocate() for _ in range(declared.copies)]
 
 
-def _by_rows(sources, refs, spec, geometry, plan, threads, unit, target, progress, stats):
+def _by_rows(sources, refs, spec, geometry, plan, threads, unit, target, progress, stats, counts, on_counts):
     workers, rows = worker_rows(plan.band_height, threads, unit)
     cancel = threading.Event()
     spaces = [Workspace(sources, spec, geometry, rows, cancel=cancel) for _ in range(workers)]
     outs = _outputs(plan, target)
     count = len(sources)
 
-    def submit(k: int) -> tuple[np.ndarray, list[Future]]:
+    def submit(k: int) -> tuple[np.ndarray, np.ndarray | None, list[Future]]:
         band = plan.bands[k]
         rows_out = target[band.toslice()] if target is not None else outs[k % len(outs)][: band.height]
+        counts_out = counts[k % len(counts)][: band.height] if counts else None
         futures = []
         for j, part in enumerate(split_rows(band, workers, unit)):
             task = BandTask(refs, part, spec, geometry)
             view = rows_out[part.start - band.start : part.stop - band.start]
-            futures.append(executor.submit(run_band, task, spaces[j], view))
-        return rows_out, futures
+            cview = None if counts_out is None else counts_out[part.start - band.start : part.stop - band.start]
+            futures.append(executor.submit(run_band, task, spaces[j], view, None, cview))
+        return rows_out, counts_out, futures
 
     executor = ThreadPoolExecutor(workers, thread_name_prefix="avgstack")
     try:
         pending = submit(0)
         for k, band in enumerate(plan.bands):
-            rows_out, futures = pending
+            rows_out, counts_out, futures = pending
             for f in futures:
                 result = f.result()
                 stats.bytes_read += result.bytes_read
                 stats.clipped += result.clipped
+            if on_counts is not None and counts_out is not None:
+                on_counts(band, counts_out)
             if k + 1 < len(plan.bands):
                 pending = submit(k + 1)  # computed while the caller writes this band
             if progress is not None:
@@ -148,7 +165,7 @@ def _by_rows(sources, refs, spec, geometry, plan, threads, unit, target, progres
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _by_band(sources, refs, spec, geometry, plan, threads, target, progress, stats):
+def _by_band(sources, refs, spec, geometry, plan, threads, target, progress, stats, counts, on_counts):
     n = readers(geometry, threads, len(sources))
     pool = ThreadPoolExecutor(n, thread_name_prefix="avgstack-read") if n > 1 else None
     try:
@@ -165,8 +182,11 @@ def _by_band(sources, refs, spec, geometry, plan, threads, target, progress, sta
                 if progress is not None:
                     progress(Progress(done + i + 1, total, stats.bytes_read, k, len(plan.bands)))
 
-            result = run_band(BandTask(refs, band, spec, geometry), space, rows_out, on_frame)
+            counts_out = counts[0][: band.height] if counts else None
+            result = run_band(BandTask(refs, band, spec, geometry), space, rows_out, on_frame, counts_out)
             stats.clipped += result.clipped
+            if on_counts is not None and counts_out is not None:
+                on_counts(band, counts_out)
             yield band, rows_out
     finally:
         if pool is not None:

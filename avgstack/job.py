@@ -15,7 +15,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .alpha import coverage_params
+from .countmap import CountMap, check_count_map
 from .engine import Engine, ProgressCallback, clock, layout_of, peak_rss, reduce_spec
+from .errors import UsageError
+from .missing import rules_for, spec_params, with_missing
 from .options import JobOptions, default_threads
 from .planning import format_size
 from .reading import InputSpec
@@ -80,6 +84,8 @@ class Report:
     bigtiff: bool
     threads: int
     method: str = "exact mean"
+    #: What was done to the inputs besides reducing them (palette images expanded, ...).
+    notes: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line for logs."""
@@ -169,6 +175,7 @@ class JobPlan:
     cluster: str | None = None
     method: str = ""
     decodes: int = 1
+    notes: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         """The plan, for people."""
@@ -189,6 +196,7 @@ class JobPlan:
             f"read: {format_size(self.read_bytes)}; write: {format_size(self.write_bytes)}"
             + (" before compression" if self.compression != "none" else ""),
             *([f"cluster: {self.cluster}"] if self.cluster else []),
+            *(f"note: {note}" for note in self.notes),
         ]
 
 
@@ -231,10 +239,19 @@ class FileJob:
         self.stack = self._exit.enter_context(Stack(specs, options.out_dtype, options.max_memory))
         try:
             stack = self.stack
-            self.sink = choose_sink(self.out, layout_of(stack), compression=options.compression, tile=options.tile)
+            self.missing = rules_for(stack, options)
+            layout = with_missing(layout_of(stack), self.missing)
+            self.sink = choose_sink(self.out, layout, compression=options.compression, tile=options.tile)
             self.paths = [split_page_suffix(os.fspath(i))[0] for i in specs if not isinstance(i, np.ndarray)]
             check_output(self.out, self.paths)
-            self.spec = reduce_spec(stack, options.weights, options.method, **options.params)
+            if options.count_map:
+                if options.distributed:
+                    raise UsageError("count_map (--count-map) is not available on a Dask cluster yet")
+                check_count_map(options.count_map, self.out, self.paths)
+            self.spec = reduce_spec(
+                stack, options.weights, options.method, **options.params, **spec_params(options, self.missing),
+                **coverage_params(stack, options, self.missing),
+            )
             self.engine = make_engine(self._exit, stack, self.spec, self.sink, options)
             self.plan, self.threads = self.engine.plan, self.engine.threads
         except BaseException:
@@ -272,7 +289,16 @@ class FileJob:
             cluster=self.engine.describe() if self.options.distributed else None,
             method=self.options.describe(),
             decodes=self._decodes(),
+            notes=self.notes,
         )
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What is done to the inputs besides reducing them."""
+        from .reading.palette import notes
+
+        missing = (self.missing.describe(),) if self.missing.active else ()
+        return (*notes(self.stack.infos), *missing)
 
     def _decodes(self) -> int:
         """Times the tallest strip or tile is decoded when bands are shorter than it."""
@@ -301,11 +327,21 @@ class FileJob:
             format_size(plan.memory), threads,
         )
         target = self.sink.result(plan)
-        with atomic_output(self.out) as fh:
-            if self.options.distributed and isinstance(self.sink, TiffSink):
-                written = self.sink.write_encoded(fh, engine.chunks(progress))  # type: ignore[union-attr]
-            else:
-                written = self.sink.write(fh, engine.bands(target, progress), plan, threads)
+        with contextlib.ExitStack() as outputs:
+            on_counts = None
+            if self.options.count_map:
+                # the count map's temporary file first, then the output's; the output is renamed when
+                # complete, then the count map (both temporaries are removed if either fails)
+                h, w, s = stack.shape
+                shape = (h, w, 1 if self.spec.param("alpha") else s)  # alpha coverage: one count per pixel
+                counts = CountMap(self.options.count_map, shape, stack.count, self.sink.layout.metadata)
+                counts.start(outputs.enter_context(atomic_output(counts.path)))
+                on_counts = counts.write
+            with atomic_output(self.out) as fh:
+                if self.options.distributed and isinstance(self.sink, TiffSink):
+                    written = self.sink.write_encoded(fh, engine.chunks(progress))  # type: ignore[union-attr]
+                else:
+                    written = self.sink.write(fh, engine.bands(target, progress, on_counts), plan, threads)
         del target
         stats = engine.stats
         warn_clipped(stats.clipped, stack.out_dtype)
@@ -325,8 +361,11 @@ class FileJob:
             bigtiff=written.bigtiff,
             threads=threads,
             method=self.options.describe(),
+            notes=self.notes,
         )
         if log_summary:
+            for note in report.notes:
+                log.info("note: %s", note)
             log.info("%s", report.summary())
         return report
 

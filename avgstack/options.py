@@ -35,6 +35,9 @@ COMPRESSIONS = {"none": 1, "lzw": 5, "deflate": 8, "zstd": 50000, "packbits": 32
 #: More worker threads than this never help a stack (they only add buffers); more are capped with a note.
 MAX_THREADS = 64
 
+#: Values of ``alpha=`` / ``--alpha``.
+ALPHA_MODES = ("channel", "coverage")
+
 #: Largest tile side accepted (TIFF tiles are 32-bit sizes; a 65536-square tile is already 16 GiB of RGBA).
 MAX_TILE = 65536
 
@@ -295,6 +298,14 @@ class JobOptions:
     state: str | None = None
     frames: slice | None = None
     sample: int | None = None
+    #: Missing data (avgstack/missing.py): a number, 'none', or None for the inputs' GDAL_NODATA tag.
+    nodata: float | str | None = None
+    renormalize: bool = False
+    min_count: int | None = None
+    #: 'channel' (alpha averaged like any channel) or 'coverage' (colour weighted by alpha).
+    alpha: str = "channel"
+    #: Where to write the count map (TIFF), or None.
+    count_map: str | None = None
 
     @classmethod
     def create(
@@ -313,12 +324,27 @@ class JobOptions:
         state: str | os.PathLike[str] | None = None,
         frames: Any = None,
         sample: Any = None,
+        nodata: Any = None,
+        renormalize: Any = False,
+        min_count: Any = None,
+        alpha: Any = None,
+        count_map: Any = None,
         **params: Any,
     ) -> "JobOptions":
         """Validate raw option values (as given to the API) into options.
 
         ``params`` are the method's parameters (:data:`PARAMS`); None means not given.
         """
+        from .missing import check_min_count, parse_nodata
+
+        if not isinstance(renormalize, (bool, np.bool_)):
+            raise UsageError(f"renormalize (--renormalize) must be True or False, got {renormalize!r}")
+        if alpha is None:
+            alpha = "channel"
+        if alpha not in ALPHA_MODES:
+            raise UsageError(f"alpha (--alpha) must be one of {', '.join(ALPHA_MODES)}, got {alpha!r}")
+        if count_map is not None and not isinstance(count_map, (str, os.PathLike)):
+            raise UsageError(f"count_map (--count-map) must be a path, got {type(count_map).__name__}")
         if compression is None:
             compression = "none"
         if not isinstance(compression, str) or compression not in COMPRESSIONS:
@@ -341,6 +367,11 @@ class JobOptions:
             state=None if state is None else os.fspath(state),
             frames=parse_frames(frames),
             sample=_check_sample(sample),
+            nodata=parse_nodata(nodata),
+            renormalize=bool(renormalize),
+            min_count=check_min_count(min_count),
+            alpha=alpha,
+            count_map=None if count_map is None else os.fspath(count_map),
         )
 
     @classmethod
@@ -349,6 +380,7 @@ class JobOptions:
         known = {
             "weights", "dtype", "max_memory", "threads", "compression", "tile", "method", *PARAMS,
             "scheduler_address", "scheduler_file", "client", "state", "frames", "sample",
+            "nodata", "renormalize", "min_count", "alpha", "count_map",
         }
         unknown = set(values) - known
         if unknown:

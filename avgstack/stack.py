@@ -126,6 +126,10 @@ class Stack:
         if callable(dtype) and not isinstance(dtype, (type, np.dtype)):
             dtype = dtype(first.dtype)
         self.out_dtype = np.dtype(dtype) if dtype is not None else first.dtype
+        if described.photometric == "cielab":
+            from .reading.lab import check_output_dtype
+
+            check_output_dtype(described.name, first.dtype, self.out_dtype)
         self.out_bits = first.bits if self.out_dtype == first.dtype else None
         self.extrasamples = tuple(
             max((i.extrasamples[k] if k < len(i.extrasamples) else 0) for i in self.infos)

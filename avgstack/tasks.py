@@ -99,6 +99,8 @@ class BandResult:
     rows: np.ndarray
     clipped: int
     bytes_read: int
+    #: Optional extra outputs by name: ``'counts'``, the frames kept per sample (for the count map).
+    extras: dict[str, np.ndarray] | None = None
 
 
 class Workspace:
@@ -254,6 +256,7 @@ def run_band(
     workspace: Workspace | None = None,
     out: np.ndarray | None = None,
     on_frame: Callable[[int, int], None] | None = None,
+    counts_out: np.ndarray | None = None,
 ) -> BandResult:
     """Read ``task.band`` of every input, reduce it and return the finished rows.
 
@@ -268,6 +271,8 @@ def run_band(
         Where to write the ``(rows, width, samples)`` result; a new array if None.
     on_frame : callable, optional
         Called with ``(index, bytes read)`` after each input is added.
+    counts_out : ndarray, optional
+        Where to write the per-sample counts of kept frames (the spec must ask for ``counts``).
     """
     own = workspace is None
     ws = Workspace.open(task) if workspace is None else workspace
@@ -295,7 +300,13 @@ def run_band(
                 if on_frame is not None:
                     on_frame(i, nbytes)
             clipped = reducer.finish(out)
-        return BandResult(band, out, clipped, total)
+        extras = None
+        counts = reducer.counts()
+        if counts is not None:
+            if counts_out is not None:
+                counts_out[...] = counts[..., : counts_out.shape[2]]
+            extras = {"counts": counts_out if counts_out is not None else counts.copy()}
+        return BandResult(band, out, clipped, total, extras)
     finally:
         if own:
             ws.close()

@@ -190,3 +190,39 @@ def test_median_of_25_frames_stays_within_32_mib(tmp_path, baseline):
         rows = slice(top, top + 400)
         expected = np.median(np.stack([f[rows] for f in frames]), axis=0).astype(np.uint8)  # odd N: a stored value
         assert np.array_equal(result[rows], expected), f"rows {top}..{top + 400} differ"
+
+
+def test_nodata_and_count_map_stay_within_16_mib(stack, baseline):
+    """Missing data adds a valid mask and counts per band, the count map its own band buffers: all declared."""
+    folder, paths = stack
+    out, counts = str(folder / "nodata.tif"), str(folder / "counts.tif")
+    code, peak, stderr = peak_rss_of(
+        ["-m", "avgstack", "-o", out, "--max-memory", "16MiB", "--nodata", "7", "--count-map", counts, *paths],
+        folder,
+    )
+    assert code == 0, stderr
+    _assert_within_budget(peak, baseline, "nodata + count map")
+    rows = slice(1000, 1100)
+    frames = np.stack([f[rows] for f in _frames(paths)])
+    valid = frames != 7
+    expected = np.rint(np.where(valid, frames, 0).sum(axis=0) / np.maximum(valid.sum(axis=0), 1))
+    expected[valid.sum(axis=0) == 0] = 7
+    assert np.array_equal(tifffile.imread(out)[rows], expected.astype(np.uint8))
+    assert np.array_equal(tifffile.imread(counts)[rows], valid.sum(axis=0))
+
+
+def test_alpha_coverage_and_count_map_stay_within_16_mib(stack, baseline):
+    folder, paths = stack
+    out, counts = str(folder / "coverage.tif"), str(folder / "coverage-counts.tif")
+    code, peak, stderr = peak_rss_of(
+        ["-m", "avgstack", "-o", out, "--max-memory", "16MiB", "--alpha", "coverage", "--count-map", counts,
+         *paths], folder,
+    )
+    assert code == 0, stderr
+    _assert_within_budget(peak, baseline, "alpha coverage + count map")
+    rows = slice(2000, 2050)
+    frames = np.stack([f[rows].astype(np.float64) for f in _frames(paths)])
+    a = frames[..., 3:]
+    assert np.array_equal(tifffile.imread(counts)[rows], (a[..., 0] > 0).sum(axis=0))
+    colour = np.where(a.sum(0) > 0, (a * frames[..., :3]).sum(0) / np.maximum(a.sum(0), 1), frames[..., :3].mean(0))
+    assert np.abs(tifffile.imread(out)[rows][..., :3] - colour).max() <= 0.5

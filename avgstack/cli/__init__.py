@@ -86,6 +86,11 @@ def _cli_options(args) -> dict:
         "nlow": args.nlow,
         "nhigh": args.nhigh,
         "ddof": args.ddof,
+        "nodata": args.nodata,
+        "renormalize": args.renormalize,
+        "min_count": args.min_count,
+        "alpha": args.alpha,
+        "count_map": args.count_map,
     }
     return {k: v for k, v in options.items() if v is not None}
 
@@ -95,6 +100,7 @@ def _run_batch(args, bar: bool) -> int:
     base = os.path.dirname(os.path.abspath(args.batch))
     defaults = _cli_options(args)
     defaults.pop("weights", None)
+    defaults.pop("count_map", None)  # one per job: set it in the batch file
     done = skipped = failed = 0
     for job in jobs:
         options = dict(defaults, **job.options)

@@ -36,7 +36,9 @@ from ..writing.tiff import COMPRESSIONS
 __all__ = ["BatchJob", "load_batch", "is_up_to_date"]
 
 _METHOD_KEYS = {"method", *PARAMS}
-_OPTION_KEYS = {"weights", "dtype", "compression", "tile", "max_memory", "threads"} | _METHOD_KEYS
+_OPTION_KEYS = {
+    "weights", "dtype", "compression", "tile", "max_memory", "threads", "nodata", "renormalize", "min_count", "alpha",
+} | _METHOD_KEYS
 #: Where the jobs run (a Dask scheduler); at most one of them, for the file or for a job.
 _SCHEDULER_KEYS = {"scheduler_address", "scheduler_file"}
 _JOB_KEYS = _OPTION_KEYS | _SCHEDULER_KEYS | {"output", "inputs"}
@@ -95,6 +97,12 @@ def _check_options(where: str, table: dict[str, Any], folder: str = ".") -> dict
                 options[key] = parse_size(value)
             except UsageError as err:
                 raise UsageError(f"{where}: {err}") from None
+        else:  # nodata, renormalize, min_count, alpha: checked as the API checks them
+            try:
+                JobOptions.create(**{key: value})
+            except UsageError as err:
+                raise UsageError(f"{where}: {err}") from None
+            options[key] = value
     return options
 
 

@@ -37,6 +37,8 @@ examples:
     python -m avgstack -o p90.tif --method percentile --percentile 90 'night/*.tif'
     python -m avgstack -o clip.tif --method sigma-clip --sigma-low 3 --sigma-high 2.5 'night/*.tif'
     python -m avgstack -o std.tif --method std --ddof 1 'night/*.tif'
+  GeoTIFFs with -9999 holes: mean of the valid frames, and how many there were:
+    python -m avgstack -o dem.tif --nodata -9999 --count-map dem-count.tif tile_*.tif
   check a job without reading pixels or writing anything:
     python -m avgstack --dry-run -o avg.tif 'night/*.tif'
   the same stack on a Dask cluster (bit-identical output):
@@ -165,6 +167,21 @@ def build_parser() -> argparse.ArgumentParser:
                             "e.g. --frames 100:1000:10")
     maths.add_argument("--sample", type=int, metavar="N",
                        help="use N evenly spaced frames of video inputs, e.g. --sample 25 for a background median")
+
+    missing = parser.add_argument_group("missing data and alpha (README: 'Missing data')")
+    missing.add_argument("--nodata", metavar="VALUE|nan|none",
+                         help="samples equal to VALUE (nan: NaN samples) are left out and pixels with no valid "
+                              "frame get VALUE, written as the output's GDAL_NODATA tag; default: the inputs' "
+                              "GDAL_NODATA tag; 'none' averages every sample as a number")
+    missing.add_argument("--renormalize", action="store_true", default=None,
+                         help="weighted sums: scale by sum(w)/sum(valid w) where frames are missing")
+    missing.add_argument("--min-count", type=int, metavar="K",
+                         help="samples with fewer than K valid frames become nodata")
+    missing.add_argument("--alpha", choices=("channel", "coverage"), default=None,
+                         help="channel (default): alpha averaged like any channel; coverage: colour weighted "
+                              "by alpha, fully transparent pixels left out")
+    missing.add_argument("--count-map", metavar="PATH",
+                         help="also write a TIFF of the number of frames that contributed to each sample")
 
     res = parser.add_argument_group("resources and output format")
     res.add_argument("-m", "--max-memory", type=_size, default=None, metavar="SIZE",

@@ -11,7 +11,7 @@ from .layout import info_for_opencv_layout
 
 __all__ = ["ArraySource"]
 
-_SUPPORTED = set("bBhHiIefd?")
+_SUPPORTED = set("bBhHiIlLqQefd?")
 
 
 class ArraySource(Source):

@@ -44,10 +44,14 @@ def to_opencv_layout(image: np.ndarray, photometric: str) -> np.ndarray:
     """Turn a ``(rows, cols, samples)`` result in stored order into OpenCV's layout, in place.
 
     RGB(A) becomes BGR(A) and one sample becomes a 2-D array. Other colour
-    meanings (MinIsWhite, CMYK) keep their stored samples as they are.
+    meanings (MinIsWhite, CMYK, CIELab) keep their stored samples as they are.
     """
     if photometric == "rgb":
         swap_red_blue(image, inplace=True)
+    elif photometric == "cielab":  # a*/b* back to their stored, signed encoding
+        from .lab import flip_signs
+
+        flip_signs(image)
     return image[:, :, 0] if image.shape[2] == 1 else image
 
 

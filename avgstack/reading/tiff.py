@@ -20,22 +20,25 @@ import numpy as np
 import tifffile
 
 from ..errors import BudgetError, InputError, ReadError, UnsupportedInputError
+from ..missing import GDAL_NODATA, parse_tag
 from ..windows import Band
-from . import codecs
+from . import codecs, lab
 from .base import ImageInfo, Source
 from .files import FilePool
 from .header_base import HeaderError
+from .palette import Palette
+from .palette import describe as describe_palette
+from .palette import scratch_bytes as palette_scratch
 from .tiff_checks import PageMissing, TableTooLarge, TagTooLarge, max_segment_bytes, payload_size, scan_ifd
 
 __all__ = ["TiffSource", "split_page_suffix"]
 
 log = logging.getLogger(__name__)
 
-_PHOTOMETRIC_NAMES = {0: "miniswhite", 1: "minisblack", 2: "rgb", 5: "separated"}
+_PHOTOMETRIC_NAMES = {0: "miniswhite", 1: "minisblack", 2: "rgb", 5: "separated", 8: lab.PHOTOMETRIC}
+_PALETTE = 3
 _REFUSED_PHOTOMETRIC = {
-    3: "palette (indexed colour): averaging colour indices is meaningless; convert to RGB first",
     4: "a transparency mask",
-    8: "CIELab colour: its signed a*/b* samples cannot be averaged as stored; convert to RGB first",
     9: "ICCLab colour; convert to RGB first",
     10: "ITULab colour; convert to RGB first",
     32803: "a raw CFA (Bayer) mosaic; demosaic it first",
@@ -131,6 +134,14 @@ class TiffSource(Source):
             raise UnsupportedInputError(
                 f"{name}: separated (ink) colour with fewer than 4 inks is not supported"
             )
+        palette = None
+        if photometric == _PALETTE:
+            if p.samplesperpixel != 1:
+                raise UnsupportedInputError(f"{name}: palette image with {p.samplesperpixel} samples per pixel")
+            palette = Palette(p.colormap, int(p.bitspersample), np.dtype(p.dtype or np.uint8), name)
+            photometric = 2
+        if photometric == 8 and (p.dtype is None or np.dtype(p.dtype) not in (np.uint8, np.uint16)):
+            raise UnsupportedInputError(f"{name}: CIELab with {p.bitspersample}-bit samples is not supported")
         if photometric not in _PHOTOMETRIC_NAMES:
             raise UnsupportedInputError(f"{name}: photometric interpretation {photometric} is not supported")
         if compression in _JPEG and int(p.planarconfig) == 2 and p.samplesperpixel > 1:
@@ -143,7 +154,7 @@ class TiffSource(Source):
                 f"{name}: {p.bitspersample}-bit samples of format {int(p.sampleformat)} are not supported"
             )
         dtype = np.dtype(dtype).newbyteorder("=")
-        if dtype.kind == "c" or (dtype.kind in "ui" and dtype.itemsize > 4):
+        if dtype.kind == "c" or (dtype.kind in "ui" and dtype.itemsize > 8):
             raise UnsupportedInputError(f"{name}: {dtype} samples are not supported")
         try:
             decode = p.decode
@@ -210,6 +221,9 @@ class TiffSource(Source):
                 raise InputError(
                     f"{name}: damaged TIFF: strip {int(short[0])} holds less pixel data than its rows need"
                 )
+        self._dtype, self._samples = dtype, samples  # as stored (indices for palette images)
+        self._palette = palette
+        self._lab = photometric == 8 and samples >= 3
         self._swap = p.parent.byteorder != ("<" if np.little_endian else ">") and dtype.itemsize > 1
         seg_bytes = self._seg_h * self._seg_w * contig * dtype.itemsize
         max_count = int(self._counts.max()) if len(self._counts) else 0
@@ -240,6 +254,13 @@ class TiffSource(Source):
             "orientation": int(orientation) if isinstance(orientation, int) else 1,
             "compression": compression,
         }
+        nodata = parse_tag(p.tags.valueof(GDAL_NODATA)) if GDAL_NODATA in p.tags else None
+        if nodata is not None:
+            metadata["nodata"] = nodata
+        if palette is not None:
+            scratch += palette_scratch(width, dtype)
+            metadata["palette"] = describe_palette(palette.bits, palette.dtype)
+            dtype, samples, packed = palette.dtype, 3, None
 
         self.info = ImageInfo(
             name=name,
@@ -297,6 +318,15 @@ class TiffSource(Source):
     # -- reading ---------------------------------------------------------------
 
     def read_band(self, band: Band, out: np.ndarray) -> int:
+        if self._palette is not None:
+            return self._palette.read(out, lambda indices: self._read_stored(band, indices))
+        got = self._read_stored(band, out)
+        if self._lab:
+            lab.flip_signs(out)
+        return got
+
+    def _read_stored(self, band: Band, out: np.ndarray) -> int:
+        """Read the stored samples of ``band`` into ``out``."""
         fd = self.pool.acquire(self.path)
         try:
             if self._direct:
@@ -317,7 +347,7 @@ class TiffSource(Source):
 
     def _read_direct(self, fd: int, band: Band, out: np.ndarray) -> int:
         """Uncompressed contiguous strips: read bytes straight into ``out``."""
-        row_bytes = self.info.width * self.info.samples * self.info.dtype.itemsize
+        row_bytes = self.info.width * self._samples * self._dtype.itemsize
         flat = memoryview(out.reshape(-1).view(np.uint8))
         first, last = band.start // self._seg_h, (band.stop - 1) // self._seg_h
         # coalesce strips that lie back to back in the file into single reads
@@ -360,7 +390,7 @@ class TiffSource(Source):
         if fast is not None:
             head = fast.head
             buf = codecs.scratch(self.pool, _align(self._seg_bytes) + head + self._max_read)
-            segment = np.frombuffer(buf, info.dtype, self._seg_bytes // info.dtype.itemsize).reshape(self._seg_shape)
+            segment = np.frombuffer(buf, self._dtype, self._seg_bytes // self._dtype.itemsize).reshape(self._seg_shape)
             data = memoryview(buf)[_align(self._seg_bytes) :]
             # full-width strips of a contiguous band decode straight into it
             into_out = across == 1 and self._planes == 1 and out.flags.c_contiguous

@@ -204,6 +204,10 @@ def encode_band(rows: np.ndarray, encoding: TiffEncoding) -> list[bytes]:
     """
     options, dtype = encoding.options, np.dtype(encoding.dtype)
     _, width, samples = encoding.shape
+    if encoding.photometric == "cielab":
+        from ..reading.lab import flip_signs
+
+        rows = flip_signs(rows)  # back to signed a*/b*, in place: the band is this task's own
     if not options.tile:
         rps = strip_rows(width, samples, dtype.itemsize)
         encode = _strip_encoder(options, dtype, encoding.bits, _predictor(options, dtype, encoding.bits))
@@ -272,6 +276,8 @@ def write_tiff(
     encoding = TiffEncoding(shape, dtype, options, photometric, tuple(extrasamples), bits)
     bigtiff = needs_bigtiff(options, shape, dtype.itemsize)
     kwargs = encoding.kwargs(metadata, threads)
+    if photometric == "cielab" and bands is not None:
+        bands = _lab_encoded(bands)  # back to signed a*/b* (reading/lab.py), in place: the band is written next
     data: Iterator[Any]
     if chunks is not None:
         data = iter(chunks)
@@ -285,6 +291,14 @@ def write_tiff(
     with tifffile.TiffWriter(fh, bigtiff=bigtiff) as writer:
         writer.write(data, **kwargs)
     return bigtiff
+
+
+def _lab_encoded(bands: Iterable[tuple[Band, np.ndarray]]) -> Iterator[tuple[Band, np.ndarray]]:
+    """CIELab bands back to their stored encoding (signed a*/b*), in place: the band is written next."""
+    from ..reading.lab import flip_signs
+
+    for band, array in bands:
+        yield band, flip_signs(array)
 
 
 def _strips(bands: Iterable[tuple[Band, np.ndarray]], rps: int, encode) -> Iterator[bytes]:
