@@ -230,7 +230,7 @@ class FileJob:
                         f"{self.out}: {stack.info.photometric} images can only be written as TIFF; "
                         "use a .tif output"
                     )
-                self.opencv_writer.check_encodable(self.out, self.ext, stack.out_dtype, s)
+                self.opencv_writer.check_encodable(self.out, self.ext, stack.out_dtype, s, shape=(h, w))
             self.paths = [
                 split_page_suffix(os.fspath(i))[0] for i in stack_inputs(inputs) if not isinstance(i, np.ndarray)
             ]
@@ -294,7 +294,7 @@ class FileJob:
         )
         stats: dict = {}
         bigtiff = False
-        with atomic_output(self.out) as fh:
+        with atomic_output(self.out, protect=self.paths) as fh:
             if self.is_tiff:
                 bigtiff = write_tiff(
                     fh,

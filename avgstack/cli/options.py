@@ -11,6 +11,8 @@ from ..engine import DTYPES
 from ..errors import UsageError
 from ..planning import DEFAULT_MAX_MEMORY, format_size, parse_size
 from ..writing.tiff import COMPRESSIONS
+from .batch import MAX_THREADS, MAX_TILE
+from .logs import clean
 
 __all__ = ["build_parser", "EPILOG"]
 
@@ -66,6 +68,23 @@ class _WeightsAction(argparse.Action):
         setattr(namespace, self.dest, weights)
 
 
+def _count(top: int, multiple: int = 1):
+    """An argparse type: an integer from 1 to ``top`` (a multiple of ``multiple``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not 0 < value <= top:
+            raise argparse.ArgumentTypeError(f"must be from 1 to {top}, got {value}")
+        if value % multiple:
+            raise argparse.ArgumentTypeError(f"must be a multiple of {multiple}, got {value}")
+        return value
+
+    return parse
+
+
 def _size(text: str) -> int:
     try:
         return parse_size(text)
@@ -88,7 +107,7 @@ class _Parser(argparse.ArgumentParser):
         return super()._parse_optional(arg_string)
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"avgstack: error: {message} (see --help)\n")
+        self.exit(2, f"avgstack: error: {clean(message)} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,9 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "peak memory stays below Python's own baseline plus this")
     res.add_argument("-c", "--compression", choices=list(COMPRESSIONS), default=None, metavar="NAME",
                      help=f"TIFF output compression: {', '.join(COMPRESSIONS)} (default none), e.g. -c zstd")
-    res.add_argument("--tile", type=int, metavar="N",
+    res.add_argument("--tile", type=_count(MAX_TILE, 16), metavar="N",
                      help="write TIFF tiles of N x N (a multiple of 16) instead of strips, e.g. --tile 256")
-    res.add_argument("-j", "--threads", type=int, default=None, metavar="N",
+    res.add_argument("-j", "--threads", type=_count(MAX_THREADS), default=None, metavar="N",
                      help=f"worker threads (default {default_threads()}: this machine's cores, "
                           "at most 4), e.g. -j 1 for the least memory")
 

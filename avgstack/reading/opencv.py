@@ -129,7 +129,11 @@ class OpenCVSource(Source):
         if band.start != 0 or band.height != info.height:
             raise ValueError(f"{info.name}: {info.format} inputs are decoded whole, not in bands")
         target = out if info.samples > 1 else out.reshape(info.height, info.width)
-        frame = self._imread(self.path, info.name, target)
+        try:
+            os.stat(self.path)  # OpenCV only says "cannot decode" when the input was removed since its header was read
+            frame = self._imread(self.path, info.name, target)
+        except OSError as err:
+            raise ReadError(f"{info.name}: read failed ({err.strerror or err})") from err
         got = (frame.shape[0], frame.shape[1], 1 if frame.ndim == 2 else frame.shape[2])
         if got != info.shape or frame.dtype != info.dtype:
             raise ReadError(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import BinaryIO
+import shutil
+import tempfile
+import threading
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
 from ..errors import OutputError, WriteError
 from ..reading.layout import swap_red_blue
-from ..reading.opencv import cv2
+from ..reading.opencv import _stderr_to_log, cv2
 
 __all__ = ["check_writable", "check_encodable", "write_opencv", "encode_bytes"]
 
@@ -32,6 +36,19 @@ _ENCODABLE = {
     ".jp2": ({"uint8", "uint16"}, {1, 3, 4}),
 }
 
+# Image sizes each encoder takes: (smallest side, largest side) in pixels, from the libraries OpenCV
+# builds with: libjpeg's 65500, WebP's 16383, libpng's default user limit of 1000000 (OpenCV does not
+# raise it), OpenJPEG's 6 resolution levels (each side at least 2**5). BMP headers hold 32-bit sizes.
+_SIDES = {
+    ".jpg": (1, 65500),
+    ".jpeg": (1, 65500),
+    ".jpe": (1, 65500),
+    ".webp": (1, 16383),
+    ".png": (1, 1_000_000),
+    ".jp2": (32, 2**31 - 1),
+}
+_MAX_FILE_BYTES = {".bmp": 2**31 - 1, ".dib": 2**31 - 1}
+
 
 def check_writable(path: str) -> str:
     """Return the extension of ``path`` if OpenCV can encode it, else raise OutputError."""
@@ -43,8 +60,14 @@ def check_writable(path: str) -> str:
     return ext
 
 
-def check_encodable(path: str, ext: str, dtype: np.dtype, channels: int) -> None:
-    """Refuse, before any work, results the encoder would silently convert."""
+def check_encodable(
+    path: str, ext: str, dtype: np.dtype, channels: int, *, shape: tuple[int, int] | None = None
+) -> None:
+    """Refuse, before any work, results the encoder would silently convert or cannot store.
+
+    ``shape`` is ``(height, width)`` of the result; when given, the encoder's
+    size limits are checked too (:func:`check_size`).
+    """
     dtypes, counts = _ENCODABLE.get(ext, ({"uint8"}, {1, 3, 4}))
     if np.dtype(dtype).name not in dtypes:
         raise OutputError(
@@ -56,6 +79,25 @@ def check_encodable(path: str, ext: str, dtype: np.dtype, channels: int) -> None
             f"{path}: {ext} files cannot hold {channels} channel(s) "
             f"(only {', '.join(map(str, sorted(counts)))}); use a .tif output"
         )
+    if shape is not None:
+        check_size(path, ext, shape, np.dtype(dtype).itemsize * channels)
+
+
+def check_size(path: str, ext: str, shape: tuple[int, int], pixel_bytes: int = 1) -> None:
+    """Refuse, before any work, an image size the encoder for ``ext`` cannot write."""
+    height, width = int(shape[0]), int(shape[1])
+    low, high = _SIDES.get(ext, (1, 2**31 - 1))
+    if min(height, width) < low or max(height, width) > high:
+        what = f"at least {low} pixels" if min(height, width) < low else f"at most {high} pixels"
+        raise OutputError(
+            f"{path}: {ext} files cannot hold a {width}x{height} image (each side must be {what}); "
+            "use a .tif output"
+        )
+    limit = _MAX_FILE_BYTES.get(ext)
+    if limit is not None:
+        row = (width * max(1, pixel_bytes) + 3) // 4 * 4
+        if row * height + 1078 > limit:
+            raise OutputError(f"{path}: {ext} files are limited to 2 GiB; use a .tif output")
 
 
 def encode_bytes(frame_bytes: int) -> int:
@@ -69,7 +111,8 @@ def write_opencv(fh: BinaryIO, image: np.ndarray, ext: str, name: str) -> int:
     if frame.shape[2] == 1:
         frame = frame[:, :, 0]
     try:
-        ok, buffer = cv2.imencode(ext, np.ascontiguousarray(frame))
+        with _private_temp_folder(), _stderr_to_log():
+            ok, buffer = cv2.imencode(ext, np.ascontiguousarray(frame))
     except cv2.error as err:
         raise WriteError(
             f"{name}: OpenCV cannot write {image.dtype} images with {image.shape[2]} channel(s) as {ext}"
@@ -79,3 +122,27 @@ def write_opencv(fh: BinaryIO, image: np.ndarray, ext: str, name: str) -> int:
         raise WriteError(f"{name}: OpenCV failed to encode the result as {ext}")
     fh.write(memoryview(buffer))
     return int(buffer.size)
+
+
+_ENV_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _private_temp_folder() -> Iterator[None]:
+    """Point OpenCV's own temporary files (its JPEG 2000 encoder writes one) to a folder removed afterwards."""
+    with _ENV_LOCK:
+        try:
+            folder = tempfile.mkdtemp(prefix="avgstack-opencv-")
+        except OSError:  # no usable temp folder: OpenCV fails or manages on its own
+            yield
+            return
+        previous = os.environ.get("OPENCV_TEMP_PATH")
+        os.environ["OPENCV_TEMP_PATH"] = folder
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop("OPENCV_TEMP_PATH", None)
+            else:
+                os.environ["OPENCV_TEMP_PATH"] = previous
+            shutil.rmtree(folder, ignore_errors=True)
