@@ -36,7 +36,7 @@ def is_command() -> bool:
     return script in ("avgstack", "avgstack.exe", "avgstack-script.py")
 
 
-def _exit_now(signum, frame):  # noqa: ARG001
+def exit_now(signum, frame):  # noqa: ARG001
     code, message = _MESSAGES[signum]
     try:
         os.write(2, message)
@@ -51,7 +51,7 @@ def install() -> None:
         try:
             current = signal.getsignal(signum)
             if current in (signal.default_int_handler, signal.SIG_DFL):
-                signal.signal(signum, _exit_now)
+                signal.signal(signum, exit_now)
         except (ValueError, OSError):  # pragma: no cover - not the main thread
             pass
 

@@ -11,10 +11,12 @@ import contextlib
 import errno
 import logging
 import os
+import signal
 import sys
 import traceback
 from typing import Sequence
 
+from .. import _startup
 from ..job import FileJob
 from ..engine import clock
 from ..errors import AvgstackError
@@ -146,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _main(argv)
         finally:
+            _settled()
             sys.stdout.flush()  # --help or a plan to a reader that went away fails here, not at exit
     except BrokenPipeError:
         return _stdout_gone()
@@ -155,6 +158,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         _say("terminated by SIGTERM; output left as it was")
         return EXIT_SIGTERM
+
+
+def _settled() -> None:
+    """The outcome is decided: as the avgstack command, ignore Ctrl-C and SIGTERM while Python shuts down.
+
+    Python resets its handlers to the default while it exits, so a signal then would end the process
+    silently with another status than the one decided.
+    """
+    if _startup.is_command():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, OSError):
+                if signal.getsignal(signum) is _startup.exit_now:
+                    signal.signal(signum, signal.SIG_IGN)
 
 
 def _say(message: str) -> None:
