@@ -143,7 +143,7 @@ def test_batch_deeply_nested_arrays_exit_2_naming_the_file(two):
     paths, _, out = two
     batch = out.parent.parent / "jobs.toml"
     batch.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n" + JOB)
-    one_error(run(["--batch", batch]), 2, "jobs.toml", "nest too deeply")
+    one_error(run(["--batch", batch]), 2, "jobs.toml", "nest more than 64 deep")
     assert files(out.parent) == ["out.tif"]
 
 

@@ -128,6 +128,39 @@ def _path(where: str, key: str, value: Any) -> str:
     return value
 
 
+#: Deepest nesting of arrays and inline tables taken (a batch file needs 2; the parser recurses).
+MAX_NESTING = 64
+
+
+def _nesting(text: str) -> int:
+    """How deep arrays and inline tables nest in TOML ``text`` (strings and comments skipped)."""
+    depth = deepest = i = 0
+    n = len(text)
+    while i < n:
+        char = text[i]
+        if char == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+        elif char in "\"'":
+            quote = char * 3 if text.startswith(char * 3, i) else char
+            i += len(quote)
+            while i < n and not text.startswith(quote, i):
+                if char == '"' and text[i] == "\\":
+                    i += 1
+                elif len(quote) == 1 and text[i] == "\n":
+                    break
+                i += 1
+            i += len(quote)
+            continue
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+        i += 1
+    return deepest
+
+
 def _read_toml(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
@@ -147,12 +180,14 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise UsageError(
             f"{path}: not valid TOML (line {line} is not UTF-8 text; TOML files are UTF-8)"
         ) from err
+    if _nesting(text) > MAX_NESTING:
+        raise UsageError(f"{path}: not valid TOML for avgstack (arrays or tables nest more than {MAX_NESTING} deep)")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise UsageError(f"{path}: not valid TOML ({err})") from err
     except RecursionError as err:
-        raise UsageError(f"{path}: not valid TOML (arrays or tables nest too deeply)") from err
+        raise UsageError(f"{path}: not valid TOML (arrays or tables nest too deep)") from err
     except (ValueError, MemoryError) as err:  # e.g. an integer with too many digits
         raise UsageError(f"{path}: not valid TOML ({type(err).__name__}: {str(err)[:100]})") from err
 

@@ -45,6 +45,10 @@ exit codes:
   2    bad usage, or an input/output problem found before processing started
   130  interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM). Outputs are never
        left half-written: the previous output stays as it was.
+  141  stdout closed early (e.g. --dry-run piped into head): nothing more is said.
+
+A symbolic link given as OUT is written through (the link stays); the new file
+keeps the previous output's permission bits.
 """
 
 
@@ -151,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("-c", "--compression", choices=list(COMPRESSIONS), default=None, metavar="NAME",
                      help=f"TIFF output compression: {', '.join(COMPRESSIONS)} (default none), e.g. -c zstd")
     res.add_argument("--tile", type=_count(MAX_TILE, 16), metavar="N",
-                     help="write TIFF tiles of N x N (a multiple of 16) instead of strips, e.g. --tile 256")
+                     help="write TIFF tiles of N x N (a multiple of 16, at most 65536) instead of strips, e.g. --tile 256")
     res.add_argument("-j", "--threads", type=_count(MAX_THREADS), default=None, metavar="N",
                      help=f"worker threads (default {default_threads()}: this machine's cores, "
                           "at most 4), e.g. -j 1 for the least memory")
