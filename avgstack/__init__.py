@@ -5,6 +5,8 @@
 >>> avgstack.average_to_file(["a.tif", "b.tif"], "avg.tif")  # doctest: +SKIP
 """
 
+from . import _startup  # noqa: F401, I001 - first: Ctrl-C while the command starts gives one line, not a traceback
+
 import logging
 
 from .accumulator import Accumulator

@@ -335,9 +335,9 @@ class FileJob:
                 h, w, s = stack.shape
                 shape = (h, w, 1 if self.spec.param("alpha") else s)  # alpha coverage: one count per pixel
                 counts = CountMap(self.options.count_map, shape, stack.count, self.sink.layout.metadata)
-                counts.start(outputs.enter_context(atomic_output(counts.path)))
+                counts.start(outputs.enter_context(atomic_output(counts.path, protect=self.paths)))
                 on_counts = counts.write
-            with atomic_output(self.out) as fh:
+            with atomic_output(self.out, protect=self.paths) as fh:
                 if self.options.distributed and isinstance(self.sink, TiffSink):
                     written = self.sink.write_encoded(fh, engine.chunks(progress))  # type: ignore[union-attr]
                 else:

@@ -1,8 +1,15 @@
 #!/usr/bin/env python
-"""Fuzz avgstack's command line with damaged TIFF and PNG inputs, for as long as you like.
+"""Fuzz avgstack's command line with damaged TIFF and PNG inputs, batch files and list files.
 
     python scripts/fuzz.py --seconds 600 --seed 1 --out fuzz-crashes
-    python scripts/fuzz.py --replay 1000042                # run one reported case again, verbosely
+    python scripts/fuzz.py --replay 1000042                # run one reported image case again, verbosely
+    python scripts/fuzz.py --replay-text 1000043           # the same for a batch/list file case
+    python scripts/fuzz.py --mix text --seconds 60         # batch and list files only
+
+Batch and @list file cases (``tests/textfuzz.py``) are fuzzed in a small project
+folder: values of the wrong type and size, unknown keys, deep nesting, byte damage,
+other encodings, list files in every encoding with odd lines. With ``--mix both``
+(the default) every other case is one of them.
 
 The cases are those of ``tests/test_fuzz.py`` (mutators and checks live in
 ``tests/faultfiles.py``): small valid files of every layout, damaged by byte
@@ -38,6 +45,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 import faultfiles as ff  # noqa: E402
+import textfuzz as tf  # noqa: E402
 
 
 def _parse(argv):
@@ -52,6 +60,10 @@ def _parse(argv):
     parser.add_argument("--keep", type=int, default=5, help="failing cases saved per kind of problem (default 5)")
     parser.add_argument("--time-limit", type=float, default=10.0, help="seconds one case may take (default 10)")
     parser.add_argument("--replay", type=int, metavar="CASE_SEED", help="run one case (as reported) and show it")
+    parser.add_argument("--replay-text", type=int, metavar="CASE_SEED",
+                        help="run one batch/list file case (as reported) and show it")
+    parser.add_argument("--mix", choices=["both", "image", "text"], default="both",
+                        help="damaged images, batch/list files, or both alternating (default both)")
     return parser.parse_args(argv)
 
 
@@ -83,6 +95,27 @@ def _save(case: ff.FuzzCase, out: Path, how: str) -> Path:
     return folder
 
 
+def _save_text(case: tf.TextCase, root: Path, out: Path, how: str) -> Path:
+    """Copy the whole project (it is small) and write report.txt and repro.sh."""
+    folder = out / f"text-case-{case.case_seed}"
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(os.fsencode(root), os.fsencode(folder / "project"), symlinks=True)
+    argv = [a.replace(str(root), str(folder / "project")) for a in case.argv]
+    (folder / "repro.sh").write_text(
+        "#!/bin/sh\n# " + case.description.replace("\n", "\\n") + "\n"
+        f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} -m avgstack "
+        f"{' '.join(shlex.quote(a) for a in argv)} </dev/null\n"
+    )
+    (folder / "report.txt").write_text(
+        f"case seed: {case.case_seed} (--replay-text)\nrun: {how}\nkind: {case.kind}\n"
+        f"description: {case.description}\nexit: {case.code}\nseconds: {case.seconds:.2f}\nproblems:\n"
+        + "".join(f"  - {p}\n" for p in case.problems) + f"stderr:\n{case.stderr}\n",
+        errors="backslashreplace",
+    )
+    return folder
+
+
 def _seeds(work: Path, layouts) -> list[ff.FuzzSeed]:
     seeds = [ff.FuzzSeed.load(name, path) for name, path in ff.seed_files(work).items()]
     if layouts:
@@ -101,6 +134,17 @@ def main(argv=None) -> int:
     try:
         seeds = _seeds(work, args.layouts)
         keep = [s.path for s in seeds]
+        project = tf.make_project(work / "project")
+        if args.replay_text is not None:
+            tf.reset_project(project)
+            case = tf.make_text_case(project, args.replay_text)
+            tf.run_text_case_subprocess(case, project, args.time_limit)
+            print(f"case {case.case_seed}: {case.description}\n{case.reproducer()}\nexit {case.code}")
+            print(case.stderr, end="")
+            print("problems:", case.problems or "none")
+            if case.problems:
+                print("saved in", _save_text(case, project, out, "subprocess"))
+            return 1 if case.problems else 0
         if args.replay is not None:
             ff.reset_folder(work, keep)
             case = ff.make_case(seeds, work, args.replay)
@@ -120,9 +164,32 @@ def main(argv=None) -> int:
         runs = failed = 0
         case_seed = base * 1000
         while time.monotonic() < deadline:
+            turn = runs // 2 if args.mix == "both" else runs  # so that both kinds get subprocess runs
+            use_subprocess = args.subprocess_every and turn % args.subprocess_every == 0
+            if args.mix == "text" or (args.mix == "both" and runs % 2 == 1):
+                tf.reset_project(project)
+                case = tf.make_text_case(project, case_seed)
+                if use_subprocess:
+                    tf.run_text_case_subprocess(case, project, args.time_limit)
+                else:
+                    (out / "last_case.txt").write_text(
+                        f"text case seed {case.case_seed} (base seed {base}): {case.description}\n"
+                        f"{case.reproducer()}\n", errors="backslashreplace")
+                    tf.run_text_case_in_process(case, project, args.time_limit)
+                runs += 1
+                if case.problems:
+                    failed += 1
+                    new = [p for p in case.problems if kinds["text: " + _signature(p)] < args.keep]
+                    for p in case.problems:
+                        kinds["text: " + _signature(p)] += 1
+                    if new:
+                        folder = _save_text(case, project, out, "subprocess" if use_subprocess else "in process")
+                        print(f"FAIL text case {case.case_seed}: {case.description[:200]}\n"
+                              f"     {'; '.join(case.problems)[:300]}\n     saved in {folder}", flush=True)
+                case_seed += 1
+                continue
             ff.reset_folder(work, keep)
             case = ff.make_case(seeds, work, case_seed)
-            use_subprocess = args.subprocess_every and runs % args.subprocess_every == 0
             if use_subprocess:
                 ff.run_case_subprocess(case, work, args.time_limit)
             else:

@@ -25,8 +25,8 @@ PACKAGE_ROOT = str(Path(avgstack.__file__).resolve().parents[1])
 #: Marks a tqdm bar leaves in its output.
 BAR_MARKS = ("\r", "%|")
 
-#: Temporary files the atomic writer creates beside OUT: ``.OUT.avgstack-PID-XXXX.tmp``.
-TEMP_RE = re.compile(r"^\..+\.avgstack-\d+-[0-9a-f]+\.tmp$")
+#: Temporary files the atomic writer creates beside OUT: ``.OUT.avgstack-HOST-KERNEL-PID-TOKEN.tmp``.
+TEMP_RE = re.compile(r"^\..+\.avgstack-(?P<host>[A-Za-z0-9-]+)-[0-9a-f]{8}-(?P<pid>\d+)-[0-9a-f]{16}\.tmp$", re.DOTALL)
 
 #: One error line as the README promises it.
 ERROR_RE = re.compile(r"^avgstack: error: \S.*$")

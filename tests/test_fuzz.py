@@ -16,6 +16,11 @@ line naming the file and nothing else on stderr (no tifffile or libpng
 chatter); no temporary file; inputs and the previous output untouched. A PNG
 mutant that OpenCV itself refuses must not produce exit 0.
 
+Batch files and ``@list`` files are fuzzed too (:mod:`textfuzz`): wrong types and
+sizes of values, unknown keys, deep nesting, byte damage, other encodings, list
+files in every encoding with odd lines; the contract is the same, and a batch
+that fails a job still prints its summary.
+
 Most runs call ``avgstack.cli.main`` in this process (fast); a smaller subset
 runs ``python -m avgstack`` to catch crashes of native code. ``scripts/fuzz.py``
 runs the same cases for longer. A failure lists each kind of problem with the
@@ -32,6 +37,7 @@ import time
 from collections import defaultdict
 
 import pytest
+import textfuzz
 from faultfiles import (
     PNG_LAYOUTS,
     TIFF_LAYOUTS,
@@ -47,6 +53,9 @@ from faultfiles import (
 IN_PROCESS_CASES = 30
 SUBPROCESS_CASES = 24
 BASE_SEED = 20_240_601
+#: Batch and list file cases in process, and in subprocesses.
+TEXT_CASES = 300
+TEXT_SUBPROCESS_CASES = 12
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +139,64 @@ def test_fuzz_cases_are_reproducible(seeds, tmp_path):
     again = make_case(local, work, 12345)
     assert again.description == first.description and again.argv == first.argv
     assert open(again.mutant, "rb").read() == data
+
+
+def _text_report(failures) -> str:
+    lines = [f"{len(failures)} failing batch/list cases:"]
+    for case in failures[:10]:
+        lines.append(f"- case {case.case_seed} ({case.kind}): {case.description[:160]}")
+        lines.append(f"    problems: {'; '.join(case.problems)[:300]}")
+        lines.append(f"    exit {case.code}, stderr: {case.stderr.strip()[-300:]!r}")
+        lines.append(f"    kept in {case.files[0]}")
+    return "\n".join(lines)
+
+
+def _run_text(tmp_path, count, base, runner, time_limit):
+    root = textfuzz.make_project(tmp_path / "project")
+    failures = []
+    for i in range(count):
+        textfuzz.reset_project(root)
+        case = textfuzz.make_text_case(root, base + i)
+        runner(case, root, time_limit)
+        if case.problems:
+            keep = tmp_path / "failing" / f"case-{case.case_seed}"
+            keep.mkdir(parents=True)
+            for path in case.files:
+                if os.path.exists(path):
+                    shutil.copy(path, keep)
+            case.files = [str(keep / os.path.basename(p)) for p in case.files]
+            failures.append(case)
+    return failures
+
+
+def test_fuzz_batch_and_list_files_in_process(tmp_path):
+    """TEXT_CASES fuzzed batch and @list files through ``avgstack.cli.main``."""
+    fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    start = time.perf_counter()
+    failures = _run_text(tmp_path, TEXT_CASES, BASE_SEED + 700_000, textfuzz.run_text_case_in_process, 10.0)
+    assert time.perf_counter() - start < 120
+    if fds is not None:
+        assert len(os.listdir("/proc/self/fd")) <= fds, "file descriptors leaked"
+    assert not failures, _text_report(failures)
+
+
+def test_fuzz_batch_and_list_files_subprocess(tmp_path):
+    """TEXT_SUBPROCESS_CASES fuzzed batch and @list files through ``python -m avgstack``."""
+    failures = _run_text(tmp_path, TEXT_SUBPROCESS_CASES, BASE_SEED + 800_000,
+                         textfuzz.run_text_case_subprocess, 20.0)
+    assert not failures, _text_report(failures)
+
+
+def test_fuzz_text_cases_are_reproducible(tmp_path):
+    root = textfuzz.make_project(tmp_path / "p")
+    seen = set()
+    for seed in range(40):
+        textfuzz.reset_project(root)
+        first = textfuzz.make_text_case(root, seed)
+        data = [open(p, "rb").read() for p in first.files]
+        textfuzz.reset_project(root)
+        again = textfuzz.make_text_case(root, seed)
+        assert (again.description, again.argv) == (first.description, first.argv)
+        assert [open(p, "rb").read() for p in again.files] == data
+        seen.add(first.description.split(":")[0])
+    assert seen == set(textfuzz.MUTATORS), "every mutator is drawn"

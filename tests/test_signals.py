@@ -3,7 +3,7 @@
 The stack (12 frames of 3000x3000 RGBA uint8, 412 MiB) is written once per
 module. Runs use ``--max-memory 16MiB --threads 1`` (18 bands) and weights,
 so that a run is still busy for about a second after its temporary file
-``.OUT.avgstack-PID-XXXX.tmp`` appears; the test polls for that file and
+``.OUT.avgstack-HOST-KERNEL-PID-TOKEN.tmp`` appears; the test polls for that file and
 signals then.
 """
 
@@ -22,6 +22,7 @@ import tifffile
 
 from clihelpers import (
     ERROR_RE,
+    TEMP_RE,
     assert_silent_success,
     cli_command,
     cli_env,
@@ -101,7 +102,7 @@ def test_signal_mid_run_exits_with_its_code_removes_temp_and_keeps_previous_outp
     previous = _previous_output(out)
     mtime = out.stat().st_mtime_ns
     proc, temp = _start_and_wait_for_temp([*SLOW_OPTIONS, "-o", out, *paths, *WEIGHTS], tmp_path)
-    writer_pid = int(temp.rsplit(".avgstack-", 1)[1].split("-", 1)[0])
+    writer_pid = int(TEMP_RE.match(temp)["pid"])
     assert writer_pid == proc.pid, "the temporary name carries the writer's pid"
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=60)

@@ -26,18 +26,59 @@ def _is_glob(item: str) -> bool:
     return path == item or not os.path.exists(path)
 
 
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+
+
+def decode_list(data: bytes, list_file: str) -> str:
+    """The text of a list file.
+
+    A byte-order mark says the encoding (UTF-8, UTF-16 or UTF-32, as Windows
+    editors save). Otherwise the bytes are names as the file system stores
+    them: decoded like command-line arguments (the file-system encoding with
+    surrogateescape), so a Latin-1 name in the list opens the file whose name
+    has those bytes. NUL bytes (UTF-16 without a mark, or not a text file) are
+    refused.
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom):].decode(encoding)
+            except UnicodeDecodeError as err:
+                raise InputError(
+                    f"@{list_file}: not a text list file (not valid {encoding.upper()} at byte {err.start + len(bom)})"
+                ) from err
+    if b"\0" in data:
+        line = data[: data.index(b"\0")].count(b"\n") + 1
+        raise InputError(
+            f"@{list_file}: not a text list file (a NUL byte on line {line}); save it as UTF-8, one path per line"
+        )
+    return os.fsdecode(data)
+
+
 def _read_list(list_file: str) -> list[str]:
     try:
-        with open(list_file, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
+        with open(list_file, "rb") as fh:
+            data = fh.read()
     except OSError as err:
         raise InputError(f"@{list_file}: cannot read list file ({err.strerror or err})") from err
+    except (ValueError, MemoryError) as err:
+        raise InputError(f"@{list_file}: cannot read list file ({type(err).__name__}: {err})") from err
+    # only newlines end lines: other line breaks str.splitlines knows (\x1c, \x85, \u2028) may be in names
+    lines = decode_list(data, list_file).split("\n")
     folder = os.path.dirname(os.path.abspath(list_file))
     items = []
-    for line in lines:
-        line = line.strip()
+    for number, line in enumerate(lines, 1):
+        line = line.strip(" \t\r\f\v")
         if not line or line.startswith("#"):
             continue
+        if "\0" in line:
+            raise InputError(f"@{list_file}: line {number} holds a NUL character, which no file name can")
         items.append(line if os.path.isabs(line) else os.path.join(folder, line))
     return items
 

@@ -12,6 +12,8 @@ from ..errors import UsageError
 from ..options import METHODS
 from ..planning import DEFAULT_MAX_MEMORY, format_size, parse_size
 from ..writing.tiff import COMPRESSIONS
+from ..options import MAX_TILE
+from .logs import clean
 
 __all__ = ["build_parser", "EPILOG"]
 
@@ -56,6 +58,10 @@ exit codes:
   2    bad usage, or an input/output problem found before processing started
   130  interrupted (SIGINT, Ctrl-C); 143 terminated (SIGTERM). Outputs are never
        left half-written: the previous output stays as it was.
+  141  stdout closed early (e.g. --dry-run piped into head): nothing more is said.
+
+A symbolic link given as OUT is written through (the link stays); the new file
+keeps the previous output's permission bits.
 """
 
 
@@ -77,6 +83,25 @@ class _WeightsAction(argparse.Action):
                         "or write --weights=W1,W2,...)"
                     )
         setattr(namespace, self.dest, weights)
+
+
+def _count(top: int | None, multiple: int = 1):
+    """An argparse type: an integer from 1 to ``top`` (None: any positive one), a multiple of ``multiple``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value <= 0 or top is not None and value > top:
+            raise argparse.ArgumentTypeError(
+                f"must be from 1 to {top}, got {value}" if top is not None else f"must be at least 1, got {value}"
+            )
+        if value % multiple:
+            raise argparse.ArgumentTypeError(f"must be a multiple of {multiple}, got {value}")
+        return value
+
+    return parse
 
 
 def _size(text: str) -> int:
@@ -101,7 +126,7 @@ class _Parser(argparse.ArgumentParser):
         return super()._parse_optional(arg_string)
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"avgstack: error: {message} (see --help)\n")
+        self.exit(2, f"avgstack: error: {clean(message)} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,9 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "peak memory stays below Python's own baseline plus this")
     res.add_argument("-c", "--compression", choices=list(COMPRESSIONS), default=None, metavar="NAME",
                      help=f"TIFF output compression: {', '.join(COMPRESSIONS)} (default none), e.g. -c zstd")
-    res.add_argument("--tile", type=int, metavar="N",
-                     help="write TIFF tiles of N x N (a multiple of 16) instead of strips, e.g. --tile 256")
-    res.add_argument("-j", "--threads", type=int, default=None, metavar="N",
+    res.add_argument("--tile", type=_count(MAX_TILE, 16), metavar="N",
+                     help="write TIFF tiles of N x N (a multiple of 16, at most 65536) instead of strips, e.g. --tile 256")
+    res.add_argument("-j", "--threads", type=_count(None), default=None, metavar="N",
                      help=f"worker threads (default {default_threads()}: this machine's cores, "
                           "at most 4), e.g. -j 1 for the least memory")
 

@@ -19,11 +19,21 @@ def _raise(signum, frame):  # noqa: ARG001
 
 @contextlib.contextmanager
 def terminate_raises() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`Terminated`; SIGINT raises KeyboardInterrupt."""
-    previous_term = signal.signal(signal.SIGTERM, _raise)
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    """Within the block, SIGTERM raises :class:`Terminated`; SIGINT raises KeyboardInterrupt.
+
+    A signal the process was started with ignored (``nohup``, ``cmd &`` in a
+    script) stays ignored.
+    """
+    previous_term = signal.getsignal(signal.SIGTERM)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_term != signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, _raise)
+    if previous_int != signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
-        signal.signal(signal.SIGINT, previous_int)
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)

@@ -105,7 +105,11 @@ class OpenCVSource(Source):
                 raise ReadError(f"{info.name}: {err}") from err
             except OSError as err:
                 raise ReadError(f"{info.name}: read failed ({err.strerror or err})") from err
-        frame = self._imread(self.path, info.name, target)
+        try:
+            os.stat(self.path)  # OpenCV only says "cannot decode" when the input was removed since its header was read
+            frame = self._imread(self.path, info.name, target)
+        except OSError as err:
+            raise ReadError(f"{info.name}: read failed ({err.strerror or err})") from err
         got = (frame.shape[0], frame.shape[1], 1 if frame.ndim == 2 else frame.shape[2])
         if got != info.shape or frame.dtype != info.dtype:
             raise ReadError(

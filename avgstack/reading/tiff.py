@@ -327,15 +327,18 @@ class TiffSource(Source):
 
     def _read_stored(self, band: Band, out: np.ndarray) -> int:
         """Read the stored samples of ``band`` into ``out``."""
-        fd = self.pool.acquire(self.path)
+        acquired = False
         try:
+            fd = self.pool.acquire(self.path)  # fails here if the input was removed since its header was read
+            acquired = True
             if self._direct:
                 return self._read_direct(fd, band, out)
             return self._read_segments(fd, band, out)
         except OSError as err:
             raise ReadError(f"{self.info.name}: read failed ({err.strerror or err})") from err
         finally:
-            self.pool.release(self.path)
+            if acquired:
+                self.pool.release(self.path)
 
     def _pread_into(self, fd: int, view: memoryview, offset: int) -> None:
         done = 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import BinaryIO
 
 import numpy as np
@@ -32,6 +34,19 @@ _ENCODABLE = {
     ".jp2": ({"uint8", "uint16"}, {1, 3, 4}),
 }
 
+# Image sizes each encoder takes: (smallest side, largest side) in pixels, from the libraries OpenCV
+# builds with: libjpeg's 65500, WebP's 16383, libpng's default user limit of 1000000 (OpenCV does not
+# raise it), OpenJPEG's 6 resolution levels (each side at least 2**5). BMP headers hold 32-bit sizes.
+_SIDES = {
+    ".jpg": (1, 65500),
+    ".jpeg": (1, 65500),
+    ".jpe": (1, 65500),
+    ".webp": (1, 16383),
+    ".png": (1, 1_000_000),
+    ".jp2": (32, 2**31 - 1),
+}
+_MAX_FILE_BYTES = {".bmp": 2**31 - 1, ".dib": 2**31 - 1}
+
 
 def check_writable(path: str) -> str:
     """Return the extension of ``path`` if OpenCV can encode it, else raise OutputError."""
@@ -43,8 +58,14 @@ def check_writable(path: str) -> str:
     return ext
 
 
-def check_encodable(path: str, ext: str, dtype: np.dtype, channels: int) -> None:
-    """Refuse, before any work, results the encoder would silently convert."""
+def check_encodable(
+    path: str, ext: str, dtype: np.dtype, channels: int, *, shape: tuple[int, int] | None = None
+) -> None:
+    """Refuse, before any work, results the encoder would silently convert or cannot store.
+
+    ``shape`` is ``(height, width)`` of the result; when given, the encoder's
+    size limits are checked too (:func:`check_size`).
+    """
     dtypes, counts = _ENCODABLE.get(ext, ({"uint8"}, {1, 3, 4}))
     if np.dtype(dtype).name not in dtypes:
         raise OutputError(
@@ -56,6 +77,25 @@ def check_encodable(path: str, ext: str, dtype: np.dtype, channels: int) -> None
             f"{path}: {ext} files cannot hold {channels} channel(s) "
             f"(only {', '.join(map(str, sorted(counts)))}); use a .tif output"
         )
+    if shape is not None:
+        check_size(path, ext, shape, np.dtype(dtype).itemsize * channels)
+
+
+def check_size(path: str, ext: str, shape: tuple[int, int], pixel_bytes: int = 1) -> None:
+    """Refuse, before any work, an image size the encoder for ``ext`` cannot write."""
+    height, width = int(shape[0]), int(shape[1])
+    low, high = _SIDES.get(ext, (1, 2**31 - 1))
+    if min(height, width) < low or max(height, width) > high:
+        what = f"at least {low} pixels" if min(height, width) < low else f"at most {high} pixels"
+        raise OutputError(
+            f"{path}: {ext} files cannot hold a {width}x{height} image (each side must be {what}); "
+            "use a .tif output"
+        )
+    limit = _MAX_FILE_BYTES.get(ext)
+    if limit is not None:
+        row = (width * max(1, pixel_bytes) + 3) // 4 * 4
+        if row * height + 1078 > limit:
+            raise OutputError(f"{path}: {ext} files are limited to 2 GiB; use a .tif output")
 
 
 #: Peak memory of ``cv2.imencode`` beyond its input, as a multiple of the frame's bytes, measured with
@@ -80,6 +120,8 @@ def write_opencv(fh: BinaryIO, image: np.ndarray, ext: str, name: str) -> int:
     if frame.shape[2] == 1:
         frame = frame[:, :, 0]
     try:
+        if ext in _FILE_ENCODERS:
+            return _write_through_file(fh, np.ascontiguousarray(frame), ext, name)
         ok, buffer = cv2.imencode(ext, np.ascontiguousarray(frame))
     except cv2.error as err:
         raise WriteError(
@@ -90,3 +132,20 @@ def write_opencv(fh: BinaryIO, image: np.ndarray, ext: str, name: str) -> int:
         raise WriteError(f"{name}: OpenCV failed to encode the result as {ext}")
     fh.write(memoryview(buffer))
     return int(buffer.size)
+
+
+#: Encoders that cannot write to memory: ``cv2.imencode`` would go through a file of its own in the
+#: system's temporary folder (``__opencv_temp.*``), left behind when encoding fails. avgstack writes them
+#: with ``cv2.imwrite`` into a private folder it removes, without changing OpenCV's settings.
+_FILE_ENCODERS = {".jp2"}
+
+
+def _write_through_file(fh: BinaryIO, frame: np.ndarray, ext: str, name: str) -> int:
+    """Encode ``frame`` with ``cv2.imwrite`` in a private temporary folder, then copy the bytes to ``fh``."""
+    with tempfile.TemporaryDirectory(prefix="avgstack-opencv-") as folder:
+        path = os.path.join(folder, "result" + ext)
+        if not cv2.imwrite(path, frame):
+            raise WriteError(f"{name}: OpenCV failed to encode the result as {ext}")
+        with open(path, "rb") as encoded:
+            shutil.copyfileobj(encoded, fh, 2**20)
+        return os.path.getsize(path)

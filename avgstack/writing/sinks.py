@@ -218,5 +218,5 @@ def choose_sink(
     ext = opencv_writer.check_writable(out)
     if layout.photometric not in OPENCV_PHOTOMETRICS:
         raise OutputError(f"{out}: {layout.photometric} images can only be written as TIFF; use a .tif output")
-    opencv_writer.check_encodable(out, ext, np.dtype(layout.dtype), layout.shape[2])
+    opencv_writer.check_encodable(out, ext, np.dtype(layout.dtype), layout.shape[2], shape=layout.shape[:2])
     return OpenCVSink(layout, os.fspath(out), ext)

@@ -276,6 +276,7 @@ def write_tiff(
     encoding = TiffEncoding(shape, dtype, options, photometric, tuple(extrasamples), bits)
     bigtiff = needs_bigtiff(options, shape, dtype.itemsize)
     kwargs = encoding.kwargs(metadata, threads)
+    kwargs["extratags"] = carried_tags(kwargs["extratags"], bigtiff)
     if photometric == "cielab" and bands is not None:
         bands = _lab_encoded(bands)  # back to signed a*/b* (reading/lab.py), in place: the band is written next
     data: Iterator[Any]
@@ -299,6 +300,44 @@ def _lab_encoded(bands: Iterable[tuple[Band, np.ndarray]]) -> Iterator[tuple[Ban
 
     for band, array in bands:
         yield band, flip_signs(array)
+
+
+def carried_tags(extratags: Iterable[tuple], bigtiff: bool = False) -> list[tuple]:
+    """The carried tags (``(code, dtype, count, value, writeonce)``) in a form tifffile writes.
+
+    ASCII tags holding text that is not 7-bit ASCII (GDAL writes its metadata
+    as UTF-8) are written as their UTF-8 bytes. A tag that cannot be written
+    even so is dropped with one warning; it never fails the run.
+    """
+    kept = []
+    for tag in extratags:
+        try:
+            tag = _bytes_if_not_ascii(tuple(tag))
+            _trial_write(tag, bigtiff)
+        except Exception as err:  # noqa: BLE001 - tifffile raises many types for bad tag values
+            code = tag[0] if isinstance(tag, tuple) and tag else "?"
+            label = tifffile.TIFF.TAGS.get(code, "") if isinstance(code, int) else ""
+            log.warning(
+                "TIFF tag %s%s of the first input cannot be written to the output (%s: %s); dropped",
+                code, f" ({label})" if label else "", type(err).__name__, str(err)[:200],
+            )
+            continue
+        kept.append(tag)
+    return kept
+
+
+def _bytes_if_not_ascii(tag: tuple) -> tuple:
+    code, dtype, count, value, *rest = tag
+    if int(dtype) == 2 and isinstance(value, str) and not value.isascii():
+        value = value.encode("utf-8", "surrogateescape")
+        count = len(value) + 1
+    return (code, dtype, count, value, *rest)
+
+
+def _trial_write(tag: tuple, bigtiff: bool) -> None:
+    """Write the tag into a one-pixel TIFF in memory: raises what the real write would."""
+    with io.BytesIO() as buffer, tifffile.TiffWriter(buffer, bigtiff=bigtiff) as writer:
+        writer.write(np.zeros((1, 1), np.uint8), extratags=[tag], metadata=None)
 
 
 def _strips(bands: Iterable[tuple[Band, np.ndarray]], rps: int, encode) -> Iterator[bytes]:
