@@ -272,6 +272,21 @@ def test_list_file_with_a_lying_byte_order_mark_exits_2(two):
     assert out.read_bytes() == PREVIOUS
 
 
+def test_list_file_from_a_pipe_names_paths_relative_to_the_current_folder(tmp_path):
+    frames = make_frames(tmp_path, ["a.tif", "b.tif"], seed=6)
+    result = subprocess.run(cli_command(["-o", "avg.tif", "@/dev/stdin"]), input=b"a.tif\nb.tif\n",
+                            capture_output=True, env=cli_env(), cwd=tmp_path, timeout=60)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    np.testing.assert_array_equal(read(tmp_path / "avg.tif"), mean_reference(frames))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_list_file_that_never_ends_is_refused_not_read_into_memory(two):
+    _, _, out = two
+    one_error(run(["-o", out, "@/dev/zero"], timeout=60), 2, "@/dev/zero", "not a list file")
+    assert out.read_bytes() == PREVIOUS
+
+
 # -- an input removed while it is read -----------------------------------------------------------
 
 _REMOVE_BEFORE_RUN = """
@@ -432,8 +447,7 @@ def test_cleanup_temp_file_is_private_while_written_and_gets_the_previous_mode(t
     out.chmod(0o640)
     with atomic_output(str(out)) as fh:
         (temp,) = temp_files(tmp_path)
-        assert stat.S_IMODE(os.stat(tmp_path / temp).st_mode) == 0o640 or \
-            stat.S_IMODE(os.stat(tmp_path / temp).st_mode) & 0o077 == 0
+        assert stat.S_IMODE(os.stat(tmp_path / temp).st_mode) & 0o077 == 0, "readable by others while written"
         fh.write(b"new")
     assert out.read_bytes() == b"new" and stat.S_IMODE(out.stat().st_mode) == 0o640
     assert files(tmp_path) == ["out.bin"]

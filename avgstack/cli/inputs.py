@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 from typing import Iterable
 
 from ..errors import InputError
@@ -61,17 +62,25 @@ def decode_list(data: bytes, list_file: str) -> str:
     return os.fsdecode(data)
 
 
+#: List files larger than this are refused (a million paths take about 64 MiB).
+MAX_LIST_BYTES = 256 * 1024 * 1024
+
+
 def _read_list(list_file: str) -> list[str]:
     try:
         with open(list_file, "rb") as fh:
-            data = fh.read()
+            data = fh.read(MAX_LIST_BYTES + 1)
+            piped = not stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
     except OSError as err:
         raise InputError(f"@{list_file}: cannot read list file ({err.strerror or err})") from err
     except (ValueError, MemoryError) as err:
         raise InputError(f"@{list_file}: cannot read list file ({type(err).__name__}: {err})") from err
+    if len(data) > MAX_LIST_BYTES:
+        raise InputError(f"@{list_file}: not a list file (larger than {MAX_LIST_BYTES // 2**20} MiB)")
     # only newlines end lines: other line breaks str.splitlines knows (\x1c, \x85, \u2028) may be in names
     lines = decode_list(data, list_file).split("\n")
-    folder = os.path.dirname(os.path.abspath(list_file))
+    # a list from a pipe (@/dev/stdin, @<(ls *.tif)) names paths relative to the current folder
+    folder = os.getcwd() if piped else os.path.dirname(os.path.abspath(list_file))
     items = []
     for number, line in enumerate(lines, 1):
         line = line.strip(" \t\r\f\v")

@@ -320,9 +320,9 @@ def atomic_output(target: str, protect: Iterable[str] = ()) -> Iterator[BinaryIO
     live = os.path.abspath(temp)
     try:
         try:
-            _keep_owner_and_mode(fh.fileno(), previous)
             yield fh
             fh.flush()
+            _keep_owner_and_mode(fh.fileno(), previous)
             os.fsync(fh.fileno())
             # renamed while still open and locked: no instant in which the file looks stale
             os.replace(temp, real)
