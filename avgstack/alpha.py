@@ -13,6 +13,8 @@ differ. Counts (for the count map) are per pixel: frames with alpha > 0.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .buffers import Buffer, opaque
@@ -119,7 +121,7 @@ class CoverageMean(Reducer):
         return 0
 
 
-def _round_div(num: np.ndarray, den: object) -> np.ndarray:
+def _round_div(num: np.ndarray, den: Any) -> np.ndarray:
     """``num / den`` for non-negative integers, rounded half to even, exactly."""
     q, r = np.divmod(num, den)
     twice = 2 * r

@@ -119,7 +119,7 @@ def average(
     >>> avgstack.average([a, b])[0, 0].tolist()
     [2, 2, 2]
     """
-    method_params = {
+    method_params: dict[str, Any] = {
         "method": method, "percentile": percentile, "sigma_low": sigma_low, "sigma_high": sigma_high,
         "max_iters": max_iters, "nlow": nlow, "nhigh": nhigh, "ddof": ddof,
         "nodata": nodata, "renormalize": renormalize, "min_count": min_count, "alpha": alpha,

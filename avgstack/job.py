@@ -339,7 +339,7 @@ class FileJob:
                 on_counts = counts.write
             with atomic_output(self.out, protect=self.paths) as fh:
                 if self.options.distributed and isinstance(self.sink, TiffSink):
-                    written = self.sink.write_encoded(fh, engine.chunks(progress))  # type: ignore[union-attr]
+                    written = self.sink.write_encoded(fh, engine.chunks(progress))
                 else:
                     written = self.sink.write(fh, engine.bands(target, progress, on_counts), plan, threads)
         del target

@@ -27,7 +27,7 @@ import numpy as np
 from .buffers import Buffer, find, opaque
 from .errors import ReadError
 from .reducers import reducer_class
-from .reducers.base import CUBE, ReduceSpec, Reducer, input_buffer_name
+from .reducers.base import CUBE, Reducer, ReduceSpec, input_buffer_name
 from .windows import Band
 
 __all__ = ["InputRef", "BandTask", "BandResult", "Workspace", "run_band", "Cancelled"]

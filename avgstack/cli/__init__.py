@@ -17,9 +17,9 @@ import traceback
 from typing import Sequence
 
 from .. import _startup
-from ..job import FileJob
 from ..engine import clock
 from ..errors import AvgstackError
+from ..job import FileJob
 from ..options import JobOptions
 from ..reading.tiff import split_page_suffix
 from .batch import is_up_to_date, load_batch

@@ -145,7 +145,9 @@ def setup_logging(*, verbose: bool, quiet: bool, debug: bool, log_file: str | No
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setFormatter(_Terse())
     stderr.addFilter(_OneLine())
-    stderr.setLevel(logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING)
+    stderr.setLevel(
+        logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
+    )
     logger.addHandler(stderr)
     level = stderr.level
     if log_file:

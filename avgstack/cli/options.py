@@ -6,13 +6,12 @@ import argparse
 import re
 
 from .. import __version__
-from ..job import default_threads
 from ..engine import DTYPES
 from ..errors import UsageError
-from ..options import METHODS
+from ..job import default_threads
+from ..options import MAX_TILE, METHODS
 from ..planning import DEFAULT_MAX_MEMORY, format_size, parse_size
 from ..writing.tiff import COMPRESSIONS
-from ..options import MAX_TILE
 from .logs import clean
 
 __all__ = ["build_parser", "EPILOG"]
@@ -125,7 +124,7 @@ class _Parser(argparse.ArgumentParser):
             return None
         return super()._parse_optional(arg_string)
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self.exit(2, f"avgstack: error: {clean(message)} (see --help)\n")
 
 
@@ -215,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("-c", "--compression", choices=list(COMPRESSIONS), default=None, metavar="NAME",
                      help=f"TIFF output compression: {', '.join(COMPRESSIONS)} (default none), e.g. -c zstd")
     res.add_argument("--tile", type=_count(MAX_TILE, 16), metavar="N",
-                     help="write TIFF tiles of N x N (a multiple of 16, at most 65536) instead of strips, e.g. --tile 256")
+                     help="write TIFF tiles of N x N (a multiple of 16, at most 65536) instead of strips, "
+                          "e.g. --tile 256")
     res.add_argument("-j", "--threads", type=_count(None), default=None, metavar="N",
                      help=f"worker threads (default {default_threads()}: this machine's cores, "
                           "at most 4), e.g. -j 1 for the least memory")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..engine import Progress
 
@@ -20,7 +20,7 @@ class ProgressBar:
     def __init__(self, stream: TextIO | None = None, desc: str | None = None) -> None:
         self.stream = stream or sys.stderr
         self.desc = desc
-        self._bar = None
+        self._bar: Any = None
 
     def __call__(self, event: Progress) -> None:
         if self._bar is None:
@@ -31,7 +31,9 @@ class ProgressBar:
                 dynamic_ncols=True, leave=False,
             )
         self._bar.update(event.done - self._bar.n)
-        self._bar.set_postfix_str(f"band {event.band + 1}/{event.bands}, {event.bytes_read / 1e6:.0f} MB read", refresh=False)
+        self._bar.set_postfix_str(
+            f"band {event.band + 1}/{event.bands}, {event.bytes_read / 1e6:.0f} MB read", refresh=False
+        )
 
     def close(self) -> None:
         if self._bar is not None:

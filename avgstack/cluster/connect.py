@@ -137,7 +137,8 @@ def check_workers(client: Any, paths: Sequence[str], names: Sequence[str]) -> No
                 f"{where}: {who} runs avgstack {version}, this machine {__version__}; "
                 "install the same version everywhere"
             )
-        for name, size, their in zip(names, sizes, theirs):
+        # the scheduler is asked about no file: zip stops at its empty answer
+        for name, size, their in zip(names, sizes, theirs, strict=False):
             if their != size:
                 problem = their if isinstance(their, str) else f"{their} bytes, not {size}"
                 raise InputError(

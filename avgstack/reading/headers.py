@@ -223,7 +223,7 @@ def _png_chunks(src: _Source, width: int, height: int, depth: int, color: int) -
             palette = min(length // 3, 1 << depth) if color == 3 else 1
         elif kind == b"tRNS":
             if color == 3:
-                valid = palette and 0 < length <= palette
+                valid = bool(palette) and 0 < length <= palette
             else:
                 valid = length == {0: 2, 2: 6}.get(color)
             transparent = transparent or bool(valid and crc_ok)

@@ -243,7 +243,7 @@ class TiffSource(Source):
             p.parent.byteorder == ">",
         )
         self._max_read = max_count
-        self._seg_shape = (self._seg_h, self._seg_w, contig)
+        self._seg_shape: tuple[int, int, int] = (self._seg_h, self._seg_w, contig)
         self._tiled = bool(p.is_tiled)
         self._seg_bytes = seg_bytes
         head = self._fast.head if self._fast is not None else 0
@@ -351,10 +351,11 @@ class TiffSource(Source):
     def _read_direct(self, fd: int, band: Band, out: np.ndarray) -> int:
         """Uncompressed contiguous strips: read bytes straight into ``out``."""
         row_bytes = self.info.width * self._samples * self._dtype.itemsize
-        flat = memoryview(out.reshape(-1).view(np.uint8))
+        flat = memoryview(out.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
         first, last = band.start // self._seg_h, (band.stop - 1) // self._seg_h
         # coalesce strips that lie back to back in the file into single reads
-        run_start = run_off = None
+        run_start: int | None = None
+        run_off: int | None = None
         run_len = 0
         total = 0
         for strip in range(first, last + 1):
@@ -363,14 +364,15 @@ class TiffSource(Source):
             offset = int(self._offsets[strip]) + (r0 - strip * self._seg_h) * row_bytes
             nbytes = (r1 - r0) * row_bytes
             dst = (r0 - band.start) * row_bytes
-            if run_off is not None and run_off + run_len == offset and run_start + run_len == dst:
+            if run_off is not None and run_start is not None and run_off + run_len == offset \
+                    and run_start + run_len == dst:
                 run_len += nbytes
                 continue
-            if run_off is not None:
+            if run_off is not None and run_start is not None:
                 self._pread_into(fd, flat[run_start : run_start + run_len], run_off)
                 total += run_len
             run_start, run_off, run_len = dst, offset, nbytes
-        if run_off is not None:
+        if run_off is not None and run_start is not None:
             self._pread_into(fd, flat[run_start : run_start + run_len], run_off)
             total += run_len
         if self._swap:
@@ -393,11 +395,12 @@ class TiffSource(Source):
         if fast is not None:
             head = fast.head
             buf = codecs.scratch(self.pool, _align(self._seg_bytes) + head + self._max_read)
-            segment = np.frombuffer(buf, self._dtype, self._seg_bytes // self._dtype.itemsize).reshape(self._seg_shape)
+            segment: np.ndarray = np.frombuffer(buf, self._dtype, self._seg_bytes // self._dtype.itemsize)
+            segment = segment.reshape(self._seg_shape)
             data = memoryview(buf)[_align(self._seg_bytes) :]
             # full-width strips of a contiguous band decode straight into it
             into_out = across == 1 and self._planes == 1 and out.flags.c_contiguous
-            flat_seg = segment if segment.shape[2] > 1 else segment[:, :, 0]
+            flat_seg = segment if self._seg_shape[2] > 1 else segment[:, :, 0]
         total = 0
         for plane in range(self._planes):
             channels = slice(plane, plane + 1) if self._planes > 1 else slice(None)

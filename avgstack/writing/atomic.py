@@ -132,7 +132,8 @@ def temp_name(target: str, *, host: str | None = None, kernel: str | None = None
     nonce = secrets.token_hex(4)
     tail = f".avgstack-{host}-{kernel}-{pid}-{nonce}{'0' * 8}.tmp"
     room = _name_max(folder) - 1 - len(tail.encode())
-    kept, used = [], 0
+    kept: list[str] = []
+    used = 0
     for char in base:
         size = len(os.fsencode(char))
         if used + size > room and kept:
@@ -316,8 +317,9 @@ def atomic_output(target: str, protect: Iterable[str] = ()) -> Iterator[BinaryIO
         previous: os.stat_result | None = os.stat(real)
     except OSError:
         previous = None
-    fh, temp = _create_locked(target, real, folder, previous)
-    live = os.path.abspath(temp)
+    fh, created = _create_locked(target, real, folder, previous)
+    temp: str | None = created  # None once renamed
+    live = os.path.abspath(created)
     try:
         try:
             yield fh
@@ -325,7 +327,7 @@ def atomic_output(target: str, protect: Iterable[str] = ()) -> Iterator[BinaryIO
             _keep_owner_and_mode(fh.fileno(), previous)
             os.fsync(fh.fileno())
             # renamed while still open and locked: no instant in which the file looks stale
-            os.replace(temp, real)
+            os.replace(created, real)
             temp = None
         finally:
             if temp is not None:
@@ -339,33 +341,36 @@ def atomic_output(target: str, protect: Iterable[str] = ()) -> Iterator[BinaryIO
         raise WriteError(f"{target}: write failed ({reason or err})") from err
 
 
-def _create_locked(target: str, real: str, folder: str, previous: os.stat_result | None) -> tuple[BinaryIO, str]:
+def _create_locked(
+    target: str, real: str, folder: str, previous: os.stat_result | None
+) -> tuple[BinaryIO, str]:
     """Create and lock a new temporary file; a cleaner that removed it before it was locked makes us retry."""
     for _ in range(20):
-        temp = temp_name(real)
-        live = os.path.abspath(temp)
+        name = temp_name(real)
+        temp: str | None = name  # None once it is known not to be ours
+        live = os.path.abspath(name)
         with _LIVE_LOCK:
             _LIVE.add(live)
         fh = None
         try:
             try:
                 # private while written when replacing a file; a new output gets the usual umask mode
-                fh = open(temp, "xb", opener=_open_private if previous is not None else None)  # noqa: SIM115
+                fh = open(name, "xb", opener=_open_private if previous is not None else None)  # noqa: SIM115
             except OSError as err:
                 temp = None  # not created (or someone else's): never remove it
                 raise OutputError(f"{target}: cannot create a file in {folder} ({err.strerror})") from err
             if fcntl is None:  # pragma: no cover
-                return fh, temp
+                return fh, name
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             except OSError:
-                return fh, temp  # no locks on this file system: cleaners cannot lock it either
+                return fh, name  # no locks on this file system: cleaners cannot lock it either
             try:
-                same = os.path.samestat(os.fstat(fh.fileno()), os.lstat(temp))
+                same = os.path.samestat(os.fstat(fh.fileno()), os.lstat(name))
             except OSError:
                 same = False
             if same:
-                return fh, temp
+                return fh, name
             fh.close()  # removed by a cleaner before we locked it: make another
         except BaseException:
             # also a signal arriving just after the file was created (then fh may still be None)

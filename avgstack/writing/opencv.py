@@ -130,7 +130,7 @@ def write_opencv(fh: BinaryIO, image: np.ndarray, ext: str, name: str) -> int:
         ) from err
     if not ok:
         raise WriteError(f"{name}: OpenCV failed to encode the result as {ext}")
-    fh.write(memoryview(buffer))
+    fh.write(buffer.tobytes() if not buffer.flags.c_contiguous else memoryview(buffer))  # type: ignore[arg-type]
     return int(buffer.size)
 
 

@@ -220,7 +220,7 @@ def encode_band(rows: np.ndarray, encoding: TiffEncoding) -> list[bytes]:
     view = buffer.getbuffer()
     with tifffile.TiffFile(io.BytesIO(view)) as tif:
         page = tif.pages.first
-        spans = list(zip(page.dataoffsets, page.databytecounts))
+        spans = list(zip(page.dataoffsets, page.databytecounts, strict=True))
     chunks = [bytes(view[offset : offset + count]) for offset, count in spans]
     del view
     return chunks
