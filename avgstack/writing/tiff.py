@@ -328,7 +328,7 @@ def carried_tags(extratags: Iterable[tuple], bigtiff: bool = False) -> list[tupl
 
 def _bytes_if_not_ascii(tag: tuple) -> tuple:
     code, dtype, count, value, *rest = tag
-    if int(dtype) == 2 and isinstance(value, str) and not value.isascii():
+    if dtype in (2, "s", "2") and isinstance(value, str) and not value.isascii():  # ASCII, by code or name
         value = value.encode("utf-8", "surrogateescape")
         count = len(value) + 1
     return (code, dtype, count, value, *rest)
