@@ -277,3 +277,31 @@ def test_every_method_against_masked_reference(rng, method, dtype, nodata, min_c
         else:
             tol = 1e-6 if dtype == "float32" else 1e-12
             np.testing.assert_allclose(got[keep], expected[keep], rtol=tol, atol=tol * 1000)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_valid_nan_propagates_and_nodata_is_left_out_in_every_method(method):
+    """A NaN that is not the nodata value is data: it propagates, whichever frames are missing."""
+    params, _ = REFERENCES[method]
+    frames = [np.array([[[1.0], [2.0], [4.0]]], np.float32) + i for i in range(6)]
+    frames[1][0, 0, 0] = np.nan  # column 0: a valid NaN beside a missing frame
+    frames[2][0, 0, 0] = NODATA
+    frames[3][0, 1, 0] = NODATA  # column 1: a missing frame, no NaN
+    weights = [1.0] * 6 if method == "weighted" else None
+    out, counts = run_reducer(method, frames, weights=weights, nodata=NODATA, band_rows=1, params=params)
+    assert np.isnan(out[0, 0, 0])
+    assert np.isfinite(out[0, 1:, 0]).all() and (out[0, 1:, 0] != NODATA).all()
+    assert counts[0, 1, 0] <= 5 and counts[0, 2, 0] <= 6
+
+
+@pytest.mark.parametrize("method", ["std", "var"])
+def test_std_var_with_no_more_valid_frames_than_ddof_give_nodata(method):
+    frames = [np.array([[[1.0, 5.0, 2.0]]]), np.array([[[3.0, np.nan, np.nan]]]), np.array([[[6.0, np.nan, 4.0]]])]
+    out, counts = run_reducer(method, frames, nodata=np.nan, band_rows=1, params={"ddof": 1})
+    assert counts[0, 0].tolist() == [3, 1, 2]
+    spread = getattr(np, method)
+    assert out[0, 0, 0] == spread([1.0, 3.0, 6.0], ddof=1) and out[0, 0, 2] == spread([2.0, 4.0], ddof=1)
+    assert np.isnan(out[0, 0, 1])  # one frame, ddof 1: nodata (NaN here)
+    numbered = [np.where(np.isnan(f), 5.0, f).astype(np.float32) for f in frames]  # nodata 5 instead of NaN
+    out, _ = run_reducer(method, numbered, nodata=5.0, band_rows=1, params={"ddof": 2})
+    assert out[0, 0, 1] == 5.0 and out[0, 0, 2] == 5.0 and np.isfinite(out[0, 0, 0])
