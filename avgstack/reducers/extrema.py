@@ -35,6 +35,7 @@ from ..arithmetic import (
     _round_into,
     _scratch,
     sample_range,
+    store_float,
 )
 from ..buffers import Buffer
 from .base import Reducer, ReduceSpec, take
@@ -87,9 +88,8 @@ class Extremum(Reducer):
 
     def _finish(self, out: np.ndarray) -> int:
         acc = self._acc[: out.size]
-        if out.dtype.kind not in "uib":
-            out[...] = acc
-            return 0
+        if out.dtype.kind not in "uib":  # finite values too large for the type saturate, as means do
+            return store_float(acc, out)
         lo, hi = self.out_range
         clipped = 0
         for start in _chunks(out.size):
@@ -134,8 +134,7 @@ class IntegerSum(IntegerMean):
         acc = self._acc[: out.size]
         offset = self.spec.param("signed_offset")
         if out.dtype.kind not in "uib" and not offset:
-            out[...] = acc  # one rounding of the exact integer
-            return 0
+            return store_float(acc, out)  # one rounding of the exact integer
         clipped = 0
         for start in _chunks(out.size):
             stop = min(start + CHUNK, out.size)
@@ -143,7 +142,7 @@ class IntegerSum(IntegerMean):
             if offset:
                 s = self._lab_corrected(s, start, stop, int(offset))
             if out.dtype.kind not in "uib":
-                out[start:stop] = s
+                clipped += store_float(s, out[start:stop])
             else:
                 clipped += _clip_into(s, out[start:stop], lo, hi)
         return clipped
@@ -176,7 +175,7 @@ class FloatSum(CompensatedMean):
                 if out_int:
                     clipped += _round_into(s, dst, lo_r, hi_r)
                 else:
-                    dst[...] = s
+                    clipped += store_float(s, dst)
         return clipped
 
 
