@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .buffers import Buffer, total
-from .errors import BudgetError
+from .errors import BudgetError, UsageError
 from .executor import Progress, ProgressCallback, Stats, readers, run_bands, worker_rows
 from .options import DTYPES, check_weights, parse_dtype
 from .planning import Plan, format_size, plan_declared
@@ -46,6 +46,11 @@ def reduce_spec(stack: Stack, weights: tuple[float, ...] | None, method: str = "
     if stack.info.photometric == "cielab" and stack.shape[2] >= 3:
         from .reading.lab import offset_of
 
+        if method in ("std", "var"):
+            raise UsageError(
+                f"method {method} of CIELab images is not supported: a* and b* are written back as CIELab "
+                "samples, which cannot hold a spread; convert to another colour space first"
+            )
         params.setdefault("signed_offset", offset_of(stack.in_dtype))  # a*/b* are read offset (reading/lab.py)
     return ReduceSpec(
         name, stack.count, stack.in_dtype, stack.out_dtype, weights, stack.out_bits,

@@ -407,3 +407,28 @@ def test_float64_extremes_round_trip_every_method(tmp_path, rng, method, exponen
     image[~np.isfinite(image)] = np.finfo(np.float64).max
     image = np.where(rng.random(n) < 0.5, -image, image).reshape(11, 13)
     check_copies(tmp_path, image, {"photometric": "minisblack"}, method)
+
+
+# -- CIELab ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_cielab_sum_is_signed_and_std_is_refused(tmp_path, rng, dtype):
+    from conftest import read_tiff, write_tiff
+    from test_kinds import lab_frame, signed_lab
+
+    frames = [lab_frame(rng, dtype) for _ in range(3)]
+    frames[0][2, 2, 1:], frames[1][2, 2, 1:], frames[2][2, 2, 1:] = 3, 4, 0  # small positive a*/b*: no saturation
+    paths = [write_tiff(tmp_path / f"l{i}.tif", f, photometric="cielab") for i, f in enumerate(frames)]
+    avgstack.average_to_file(paths, tmp_path / "sum.tif", method="sum")
+    out = signed_lab(read_tiff(tmp_path / "sum.tif"))
+    bits = np.dtype(dtype).itemsize * 8
+    exact = sum(signed_lab(f) for f in frames)
+    exact[..., 0] = np.clip(exact[..., 0], 0, 2**bits - 1)
+    exact[..., 1:] = np.clip(exact[..., 1:], -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    assert np.array_equal(out, exact)
+    assert out[2, 2, 1:].tolist() == [7, 7]
+    for method in ("std", "var"):
+        with pytest.raises(avgstack.UsageError, match="CIELab"):
+            avgstack.average_to_file(paths, tmp_path / f"{method}.tif", method=method)
+        assert not (tmp_path / f"{method}.tif").exists()

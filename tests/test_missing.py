@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import numpy.ma as ma
@@ -164,7 +165,35 @@ def _ref_weighted(m, weights, renormalize):
     return total
 
 
-#: Method -> (spec params, reference over a masked (N, rows, width, samples) float64 array).
+def _ref_percentile(m, weights, renormalize):
+    # numpy's linear method over each sample's valid values (NaN stands for the masked ones)
+    filled = m.filled(np.nan)
+    empty = ma.getmaskarray(m).all(axis=0)
+    filled[:, empty] = 0.0
+    return ma.masked_where(empty, np.nanpercentile(filled, 30, axis=0))
+
+
+def _ref_sigma_clip(m, weights, renormalize):
+    from astropy.stats import sigma_clip
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clipped = sigma_clip(m, sigma_lower=1.2, sigma_upper=1.2, maxiters=5, cenfunc="median", stdfunc="std",
+                             axis=0, masked=True)
+    kept = (~ma.getmaskarray(clipped)).sum(axis=0)
+    return clipped.mean(axis=0), kept
+
+
+def _ref_minmax(m, weights, renormalize):
+    ordered = ma.sort(m, axis=0, endwith=True)  # masked values last
+    valid = (~ma.getmaskarray(m)).sum(axis=0)
+    index = np.arange(len(m))[:, None, None, None]
+    drop = (index < 1) | (index >= valid - 1) | ma.getmaskarray(ordered)
+    return ma.masked_array(ordered.data, mask=drop).mean(axis=0), np.maximum(valid - 2, 0)
+
+
+#: Method -> (spec params, reference over a masked (N, rows, width, samples) float64 array). A reference
+#: returns the masked result, or (masked result, frames kept per sample) for methods that reject frames.
 REFERENCES = {
     "mean": ({}, _ref_mean),
     "weighted": ({}, _ref_weighted),
@@ -172,6 +201,12 @@ REFERENCES = {
     "min": ({}, lambda m, w, r: m.min(axis=0)),
     "max": ({}, lambda m, w, r: m.max(axis=0)),
     "median": ({}, lambda m, w, r: ma.median(m, axis=0)),
+    "percentile": ({"percentile": 30}, _ref_percentile),
+    # ddof counts against each sample's own number of valid frames: fewer than ddof + 1 gives nodata
+    "std": ({"ddof": 1}, lambda m, w, r: m.std(axis=0, ddof=1)),
+    "var": ({}, lambda m, w, r: m.var(axis=0)),
+    "sigma-clip": ({"sigma_low": 1.2, "sigma_high": 1.2, "max_iters": 5}, _ref_sigma_clip),
+    "minmax": ({"nlow": 1, "nhigh": 1}, _ref_minmax),
 }
 
 
@@ -224,8 +259,10 @@ def test_every_method_against_masked_reference(rng, method, dtype, nodata, min_c
                                   min_count=min_count, renormalize=renormalize, params=params)
         m = _masked(frames, nodata)
         valid = (~m.mask).sum(axis=0)
-        assert np.array_equal(counts, valid)
         ref = reference(m, weights, renormalize)
+        if isinstance(ref, tuple):  # counts of the frames kept after rejection
+            ref, valid = ref
+        assert np.array_equal(counts, valid)
         expected = ref.filled(np.nan)
         short = (valid < min_count) | ma.getmaskarray(ref)
         got = out.astype(np.float64)
@@ -235,7 +272,36 @@ def test_every_method_against_masked_reference(rng, method, dtype, nodata, min_c
             assert (got[short] == nodata).all()
         keep = ~short
         if np.dtype(dtype).kind in "iu":
-            assert np.array_equal(got[keep], np.rint(expected[keep]))
+            info = np.iinfo(dtype)  # integer outputs saturate (variances of int16 do)
+            assert np.array_equal(got[keep], np.clip(np.rint(expected[keep]), info.min, info.max))
         else:
             tol = 1e-6 if dtype == "float32" else 1e-12
             np.testing.assert_allclose(got[keep], expected[keep], rtol=tol, atol=tol * 1000)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_valid_nan_propagates_and_nodata_is_left_out_in_every_method(method):
+    """A NaN that is not the nodata value is data: it propagates, whichever frames are missing."""
+    params, _ = REFERENCES[method]
+    frames = [np.array([[[1.0], [2.0], [4.0]]], np.float32) + i for i in range(6)]
+    frames[1][0, 0, 0] = np.nan  # column 0: a valid NaN beside a missing frame
+    frames[2][0, 0, 0] = NODATA
+    frames[3][0, 1, 0] = NODATA  # column 1: a missing frame, no NaN
+    weights = [1.0] * 6 if method == "weighted" else None
+    out, counts = run_reducer(method, frames, weights=weights, nodata=NODATA, band_rows=1, params=params)
+    assert np.isnan(out[0, 0, 0])
+    assert np.isfinite(out[0, 1:, 0]).all() and (out[0, 1:, 0] != NODATA).all()
+    assert counts[0, 1, 0] <= 5 and counts[0, 2, 0] <= 6
+
+
+@pytest.mark.parametrize("method", ["std", "var"])
+def test_std_var_with_no_more_valid_frames_than_ddof_give_nodata(method):
+    frames = [np.array([[[1.0, 5.0, 2.0]]]), np.array([[[3.0, np.nan, np.nan]]]), np.array([[[6.0, np.nan, 4.0]]])]
+    out, counts = run_reducer(method, frames, nodata=np.nan, band_rows=1, params={"ddof": 1})
+    assert counts[0, 0].tolist() == [3, 1, 2]
+    spread = getattr(np, method)
+    assert out[0, 0, 0] == spread([1.0, 3.0, 6.0], ddof=1) and out[0, 0, 2] == spread([2.0, 4.0], ddof=1)
+    assert np.isnan(out[0, 0, 1])  # one frame, ddof 1: nodata (NaN here)
+    numbered = [np.where(np.isnan(f), 5.0, f).astype(np.float32) for f in frames]  # nodata 5 instead of NaN
+    out, _ = run_reducer(method, numbered, nodata=5.0, band_rows=1, params={"ddof": 2})
+    assert out[0, 0, 1] == 5.0 and out[0, 0, 2] == 5.0 and np.isfinite(out[0, 0, 0])

@@ -22,6 +22,12 @@ rejection looks at values only, and among equal values the frame earlier in
 the stack ranks lower (a stable sort). A sample whose values are all
 rejected (possible only with a sigma below 1) gives NaN, or 0 counted as
 clipped in an integer output. NaN in a sample gives NaN.
+
+With missing data, rejection and the mean look at each sample's valid values
+only (astropy's ``sigma_clip`` of a masked array); minmax drops ``nlow`` and
+``nhigh`` of the ``k`` valid values, and a sample with ``k <= nlow + nhigh``
+has no survivor. A sample with no survivor becomes nodata (its kept count, 0,
+is below any ``min_count``). The count map counts the survivors.
 """
 
 from __future__ import annotations
@@ -97,6 +103,7 @@ class _Rejection(CubeReducer):
     """Shared by both: survivors' mean, weighted or not."""
 
     clip_rows = 10  # (N, chunk) float64 temporaries alive at once
+    rejects = True
 
     def __init__(self, spec: ReduceSpec, shape: tuple[int, int, int]) -> None:
         super().__init__(spec, shape)
@@ -188,14 +195,19 @@ class SigmaClip(_Rejection):
         if self.weights is not None:
             s, w = self._sorted(rows)
             inside, count = self._iterate(s)
+            self.kept = count
             return self._store_values(self._survivor_values(s, w, inside, count), count == 0, rows, out)
         active, values = self._first_pass(rows)
         empty = None
+        kept = np.full(len(out), len(rows), np.int64) if active.size and self._counts is not None else None
+        self.kept = len(rows) if kept is None else kept
         for start in range(0, active.size, SUBCHUNK):  # bounded (N, SUBCHUNK) temporaries
             cols = active[start : start + SUBCHUNK]
             sub = np.sort(np.stack([r[cols] for r in rows]).astype(np.float64), axis=0)
             inside, count = self._iterate(sub)
             values[cols] = self._survivor_values(sub, None, inside, count)
+            if kept is not None:
+                kept[cols] = count
             if (count == 0).any():
                 if empty is None:
                     empty = np.zeros(len(out), bool)
@@ -259,19 +271,26 @@ class SigmaClip(_Rejection):
             values = mean_of_rows(rows, n)
         return active, values
 
-    def _iterate(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _masked_values(self, s, order, k):
+        s = s.astype(np.float64)
+        inside, count = self._iterate(s, k)
+        w = None if self.weights is None else self.weights[order]
+        return self._survivor_values(s, w, inside, count), count, None
+
+    def _iterate(self, s: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """astropy's iterations on sorted columns ``s``: the survivors' mask and count per column.
 
         As astropy's C implementation (``compute_sigma_clipped_bounds``) does: bounds from the
         median and standard deviation of the values still in, values outside them out; stop when
         nothing changes, nothing is left or after ``max_iters`` bounds. The survivors are then
         every value within the last bounds, so a value dropped early comes back when the last
-        bounds include it. NaN bounds (an infinity in the column) drop nothing.
+        bounds include it. NaN bounds (an infinity in the column) drop nothing. ``valid``: the
+        count of values of each column (its first rows) to look at, when not all N.
         """
         n, k = s.shape
         cols = np.arange(k)
         lo = np.zeros(k, np.int64)
-        hi = np.full(k, n, np.int64)
+        hi = np.full(k, n, np.int64) if valid is None else np.asarray(valid, np.int64).copy()
         centre = np.empty(k)
         last_lower, last_upper = np.empty(k), np.empty(k)
         active = np.ones(k, bool)
@@ -301,6 +320,8 @@ class SigmaClip(_Rejection):
                 break
         unbounded = np.isnan(last_lower) | np.isnan(last_upper)
         survivors = ((s >= last_lower) & (s <= last_upper)) | unbounded
+        if valid is not None:
+            survivors &= index < np.asarray(valid)
         return survivors, survivors.sum(axis=0)
 
 
@@ -321,7 +342,9 @@ class MinMax(_Rejection):
             s, w = self._sorted(rows)
             inside = np.zeros((n, k), bool)
             inside[self.nlow : n - self.nhigh] = True
+            self.kept = self.survivors
             return self._store_values(self._survivor_values(s, w, inside, self.survivors), None, rows, out)
+        self.kept = self.survivors
         ordered = order_rows(rows, self.sort_rows, self.needed) if self.needed else list(rows)
         middle = ordered[self.nlow : n - self.nhigh]  # the survivors, in no particular order
         if self.in_float:
@@ -338,3 +361,11 @@ class MinMax(_Rejection):
         values = self._float(1, k)
         np.divide(total, float(self.survivors), out=values)
         return self.store(values, out)
+
+    def _masked_values(self, s, order, k):
+        s = s.astype(np.float64)
+        index = np.arange(len(s))[:, None]
+        inside = (index >= self.nlow) & (index < k - self.nhigh)
+        count = np.maximum(k - self.nlow - self.nhigh, 0)
+        w = None if self.weights is None else self.weights[order]
+        return self._survivor_values(s, w, inside, count), count, None

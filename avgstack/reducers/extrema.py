@@ -9,12 +9,20 @@ accumulator row per band row whatever the number of frames.
   cannot overflow) and saturated to the output type, counting the saturated
   samples; floats are summed in double-double, as the mean is, and rounded
   once into the output type.
+
+Missing data: an invalid sample becomes the fold's neutral value (``min``:
++inf or the type's largest value; ``max``: -inf or its smallest; ``sum``: 0),
+so it changes nothing; a sample with no valid frame becomes nodata. CIELab
+sums take off the offset their a*/b* were read with once per valid frame but
+one (see :mod:`avgstack.reading.lab`). All three are incremental
+(:class:`avgstack.Accumulator`): their state is the running extremum or sum.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,9 +35,10 @@ from ..arithmetic import (
     _round_into,
     _scratch,
     sample_range,
+    store_float,
 )
 from ..buffers import Buffer
-from .base import Reducer, ReduceSpec
+from .base import Reducer, ReduceSpec, take
 
 __all__ = ["Extremum", "FloatSum", "IntegerSum", "Maximum", "Minimum", "sum_class"]
 
@@ -38,6 +47,9 @@ class Extremum(Reducer):
     """Running minimum or maximum of the frames."""
 
     fold: Callable[..., Any] = staticmethod(np.minimum)
+    #: +1: the neutral value is the largest (minimum); -1: the smallest (maximum).
+    side: ClassVar[int] = 1
+    incremental = True
 
     def __init__(self, spec: ReduceSpec, shape: tuple[int, int, int]) -> None:
         super().__init__(spec, shape)
@@ -65,11 +77,19 @@ class Extremum(Reducer):
         else:
             self.fold(acc, flat, out=acc)
 
+    def neutral(self) -> float:
+        dtype = self.spec.in_dtype
+        if dtype.kind == "f":
+            return math.inf * self.side
+        if dtype == np.bool_:
+            return int(self.side > 0)
+        info = np.iinfo(dtype)
+        return int(info.max) if self.side > 0 else int(info.min)
+
     def _finish(self, out: np.ndarray) -> int:
         acc = self._acc[: out.size]
-        if out.dtype.kind not in "uib":
-            out[...] = acc
-            return 0
+        if out.dtype.kind not in "uib":  # finite values too large for the type saturate, as means do
+            return store_float(acc, out)
         lo, hi = self.out_range
         clipped = 0
         for start in _chunks(out.size):
@@ -77,10 +97,20 @@ class Extremum(Reducer):
             if acc.dtype.kind == "f":
                 t = self._t[: stop - start]
                 t[...] = acc[start:stop]
+                if self.valid_counts is not None:  # no valid frame: nodata, not an infinity clipped
+                    t[self.valid_counts[start:stop] == 0] = 0.0
                 clipped += _round_into(t, out[start:stop], lo, hi)
             else:
                 clipped += _clip_into(acc[start:stop], out[start:stop], lo, hi)
         return clipped
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"extremum": self._acc[: self._size]}
+
+    def _restore(self, state: Any) -> None:
+        self._first = self.added == 0
+        if not self._first:
+            self._acc[: self._size] = take(state, "extremum", (self._size,), self._acc.dtype)
 
 
 class Minimum(Extremum):
@@ -93,6 +123,7 @@ class Maximum(Extremum):
     """Largest value of every sample over the frames."""
 
     fold = staticmethod(np.maximum)
+    side = -1
 
 
 class IntegerSum(IntegerMean):
@@ -101,14 +132,27 @@ class IntegerSum(IntegerMean):
     def _finish(self, out: np.ndarray) -> int:
         lo, hi = self.out_range
         acc = self._acc[: out.size]
-        if out.dtype.kind not in "uib":
-            out[...] = acc  # one rounding of the exact integer
-            return 0
+        offset = self.spec.param("signed_offset")
+        if out.dtype.kind not in "uib" and not offset:
+            return store_float(acc, out)  # one rounding of the exact integer
         clipped = 0
         for start in _chunks(out.size):
             stop = min(start + CHUNK, out.size)
-            clipped += _clip_into(acc[start:stop], out[start:stop], lo, hi)
+            s = acc[start:stop]
+            if offset:
+                s = self._lab_corrected(s, start, stop, int(offset))
+            if out.dtype.kind not in "uib":
+                clipped += store_float(s, out[start:stop])
+            else:
+                clipped += _clip_into(s, out[start:stop], lo, hi)
         return clipped
+
+    def _lab_corrected(self, s: np.ndarray, start: int, stop: int, offset: int) -> np.ndarray:
+        """CIELab a*/b* sums (samples 1 and 2) read as ``a + offset``: take off ``offset * (n - 1)``."""
+        frames: Any = self.count if self.valid_counts is None else self.valid_counts[start:stop].astype(np.int64)
+        channel = np.arange(start, stop) % self.shape[2]
+        ab = (channel == 1) | (channel == 2)
+        return s.astype(np.int64) - np.where(ab, offset * (np.asarray(frames, np.int64) - 1), 0)
 
 
 class FloatSum(CompensatedMean):
@@ -131,7 +175,7 @@ class FloatSum(CompensatedMean):
                 if out_int:
                     clipped += _round_into(s, dst, lo_r, hi_r)
                 else:
-                    dst[...] = s
+                    clipped += store_float(s, dst)
         return clipped
 
 

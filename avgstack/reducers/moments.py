@@ -8,6 +8,11 @@ first, exact (integers) or in double-double (floats), then
 correction term removes the mean's own rounding error. A stack of identical
 values has deviations of exactly zero, so K copies of a file give zeros.
 NaN propagates; an infinity makes the result NaN, as in numpy.
+
+With missing data each sample has its own count ``n`` of valid frames, and
+``ddof`` counts against that ``n``. A sample with ``n <= ddof`` (but at least
+``min_count``) has no defined value: it becomes nodata, as ``numpy.ma.var``
+masks it (numpy's ``var`` gives NaN or inf there, with a warning).
 """
 
 from __future__ import annotations
@@ -75,3 +80,23 @@ class Moments(CubeReducer):
         if self.root:
             np.sqrt(sq, out=sq)
         return self.store(sq, out)
+
+
+    def _masked_values(self, s, order, k):
+        m = len(k)
+        inside = np.arange(len(s))[:, None] < k
+        rows = list(s)
+        n = np.maximum(k, 1).astype(np.float64)
+        if self.exact_sum:  # exact integer sums in float64: one rounding
+            mean = np.where(inside, s, 0).sum(axis=0, dtype=np.float64) / n
+        else:
+            mean = mean_of_rows(rows, np.maximum(k, 1), inside)
+        sd, sq = np.zeros(m), np.zeros(m)
+        for r, ok in zip(rows, inside, strict=True):
+            d = np.where(ok, np.subtract(r, mean, dtype=np.float64), 0.0)
+            sd += d
+            sq += d * d
+        var = np.maximum(sq - sd * sd / n, 0.0) / np.maximum(k - self.ddof, 1)  # NaN stays NaN
+        if self.root:
+            var = np.sqrt(var)
+        return var, None, k <= self.ddof

@@ -13,6 +13,10 @@ and touch them only where numpy's definitions ask for arithmetic:
   infinities into NaN).
 
 A column holding a NaN gives NaN, as ``np.median`` and ``np.percentile`` do.
+
+With missing data, a sample's median and percentile are those of its ``k``
+valid values (``np.ma.median``; the percentile's virtual index
+``(k - 1) * (p / 100)``), computed the same way.
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ class _Order(CubeReducer):
     def _select(self, rows: list[np.ndarray]) -> list[np.ndarray]:
         return order_rows(rows, self.sort_rows, self.needed, others=False)
 
+    @staticmethod
+    def _at(s: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """Row ``index[j]`` of every column ``j`` of ``s`` (indices clipped to the rows)."""
+        return s[np.clip(index, 0, s.shape[0] - 1), np.arange(s.shape[1])]
+
 
 class Median(_Order):
     """Median of every sample over the frames."""
@@ -71,6 +80,15 @@ class Median(_Order):
             midpoint(a, b, values)
         self.propagate_nan(values, rows, nan)
         return self.store(values, out)
+
+    def _masked_values(self, s, order, k):
+        a, b = self._at(s, (k - 1) // 2), self._at(s, k // 2)  # equal for odd counts
+        if not self.in_float and self.out_int:
+            return _half_even_midpoint(a, b), None, None
+        values = midpoint(a, b, np.empty(len(k)))
+        odd = k % 2 == 1
+        values[odd] = a[odd]  # the stored value
+        return values, None, None
 
 
 def _half_even_midpoint(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -129,3 +147,18 @@ class Percentile(_Order):
                 values[same] = a[same]
         self.propagate_nan(values, rows, nan)
         return self.store(values, out)
+
+    def _masked_values(self, s, order, k):
+        # percentile_index per column: the same float64 arithmetic, vectorised
+        virtual = (k - 1).astype(np.float64) * (float(self.spec.param("percentile")) / 100.0)
+        previous = np.clip(np.floor(virtual).astype(np.int64), 0, np.maximum(k - 1, 0))
+        following = np.minimum(previous + 1, np.maximum(k - 1, 0))
+        t = virtual - previous
+        a, b = self._at(s, previous), self._at(s, following)
+        diff = np.subtract(b, a, dtype=np.float64)
+        low = np.add(a, diff * t, dtype=np.float64)
+        high = np.subtract(b, diff * (1.0 - t), dtype=np.float64)
+        values = np.where(t >= 0.5, high, low)
+        same = (t == 0.0) | (a == b)  # the stored value, as the unmasked path gives it
+        values[same] = a[same]
+        return values, None, None
