@@ -28,7 +28,6 @@ import numpy as np
 
 from ..arithmetic import (
     CHUNK,
-    CompensatedMean,
     IntegerMean,
     _chunks,
     _clip_into,
@@ -39,6 +38,7 @@ from ..arithmetic import (
 )
 from ..buffers import Buffer
 from .base import Reducer, ReduceSpec, take
+from .compensated import CompensatedMean
 
 __all__ = ["Extremum", "FloatSum", "IntegerSum", "Maximum", "Minimum", "sum_class"]
 
