@@ -234,3 +234,41 @@ def run_cli(args, *, timeout: float = 120, **kwargs) -> subprocess.CompletedProc
         timeout=timeout,
         **kwargs,
     )
+
+
+# -- peak memory of a subprocess ------------------------------------------------------
+
+
+#: Runs a command and writes its peak RSS (KiB on Linux) to a file. The launcher is tiny, so
+#: the command, forked from it, does not inherit a large resident set to its high-water mark,
+#: as it would if forked from the pytest process itself.
+_LAUNCHER = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as fh:
+    fh.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
+def peak_rss_of(args, tmp_path) -> tuple[int, int, str]:
+    """Run ``python ARGS`` and return (exit code, peak RSS in bytes, stderr)."""
+    report = tmp_path / f"peak-{os.urandom(4).hex()}.txt"
+    proc = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, str(report), sys.executable, *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env(), timeout=300,
+    )
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is KiB on Linux
+    peak = int(report.read_text()) * scale
+    return proc.returncode, peak, proc.stderr.decode(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def baseline(tmp_path_factory) -> int:
+    """Peak RSS of a process that only imports avgstack and its libraries: what the budget comes on top of."""
+    code, peak, stderr = peak_rss_of(
+        ["-c", "import numpy, cv2, tifffile, avgstack, avgstack.cli, avgstack.__main__"],
+        tmp_path_factory.mktemp("baseline"),
+    )
+    assert code == 0, stderr
+    return peak

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
 from clihelpers import (
     ERROR_RE,
     assert_no_bar_no_traceback,

@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
 from clihelpers import (
     ERROR_RE,
     cli_command,

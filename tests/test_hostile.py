@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import cli_env
+from conftest import cli_env, peak_rss_of
 from faultfiles import check_cli_failure, set_tag_entry, tag_spots
 from test_headers import gif
-from test_memory import peak_rss_of
 
 from avgstack.errors import BudgetError, InputError
 from avgstack.reading import FilePool
@@ -31,16 +30,6 @@ from avgstack.reading.tiff import CARRIED_TAG_LIMIT, TiffSource
 
 BUDGET = 16 * 2**20
 MARGIN = 1.0  # the promise: peak RSS below the baseline plus the budget
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory) -> int:
-    code, peak, stderr = peak_rss_of(
-        ["-c", "import numpy, cv2, tifffile, avgstack, avgstack.cli, avgstack.__main__"],
-        tmp_path_factory.mktemp("baseline"),
-    )
-    assert code == 0, stderr
-    return peak
 
 
 def run_bounded(args, tmp_path, baseline) -> tuple[int, str]:

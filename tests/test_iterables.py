@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-from conftest import assert_same_bits, random_image, varied_floats
-from test_memory import baseline, peak_rss_of  # noqa: F401 - baseline is a fixture
+from conftest import assert_same_bits, peak_rss_of, random_image, varied_floats
 
 import avgstack
 from avgstack.iterables import accumulate_iterable
@@ -83,7 +82,7 @@ print(most[0], file=sys.stderr)
 """
 
 
-def test_generator_of_200_large_frames_within_32_mib(tmp_path, baseline):  # noqa: F811
+def test_generator_of_200_large_frames_within_32_mib(tmp_path, baseline):
     out = tmp_path / "mean.tif"
     code, peak, stderr = peak_rss_of(["-c", _GENERATOR_JOB, str(out)], tmp_path)
     assert code == 0, stderr

@@ -10,13 +10,11 @@ allocations (the budget covers pixel buffers only).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tifffile
-from conftest import cli_env
+from conftest import peak_rss_of
 
 pytestmark = pytest.mark.slow
 
@@ -24,40 +22,6 @@ FRAMES = 8
 HEIGHT, WIDTH, SAMPLES = 2500, 2500, 4  # 25 MB per frame, 200 MB per stack
 BUDGET = 16 * 2**20
 MARGIN = 1.0  # the promise: peak RSS below the baseline plus the budget
-
-
-#: Runs a command and writes its peak RSS (KiB on Linux) to a file. The launcher is tiny, so
-#: the command, forked from it, does not inherit a large resident set to its high-water mark,
-#: as it would if forked from the pytest process itself.
-_LAUNCHER = """
-import resource, subprocess, sys
-code = subprocess.call(sys.argv[2:])
-with open(sys.argv[1], "w") as fh:
-    fh.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
-sys.exit(code)
-"""
-
-
-def peak_rss_of(args, tmp_path) -> tuple[int, int, str]:
-    """Run ``python ARGS`` and return (exit code, peak RSS in bytes, stderr)."""
-    report = tmp_path / f"peak-{os.urandom(4).hex()}.txt"
-    proc = subprocess.run(
-        [sys.executable, "-c", _LAUNCHER, str(report), sys.executable, *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env(), timeout=300,
-    )
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is KiB on Linux
-    peak = int(report.read_text()) * scale
-    return proc.returncode, peak, proc.stderr.decode(errors="replace")
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory) -> int:
-    code, peak, stderr = peak_rss_of(
-        ["-c", "import numpy, cv2, tifffile, avgstack, avgstack.cli, avgstack.__main__"],
-        tmp_path_factory.mktemp("baseline"),
-    )
-    assert code == 0, stderr
-    return peak
 
 
 def _frame(rng: np.random.Generator) -> np.ndarray:

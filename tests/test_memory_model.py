@@ -19,10 +19,9 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
-from conftest import assert_same_bits, budget_for_bands, cli_env, exact_int_mean, run_cli
+from conftest import assert_same_bits, budget_for_bands, cli_env, exact_int_mean, peak_rss_of, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_memory import baseline, peak_rss_of  # noqa: F401 - the baseline fixture
 
 import avgstack
 from avgstack.engine import Engine, layout_of, reduce_spec
@@ -195,7 +194,7 @@ def test_issue8_png_frame_larger_than_the_budget_is_refused_before_reading(tmp_p
 
 
 @pytest.mark.slow
-def test_issue8_png_passes_stay_within_the_budget(tmp_path, baseline):  # noqa: F811
+def test_issue8_png_passes_stay_within_the_budget(tmp_path, baseline):
     rng = np.random.default_rng(83)
     _, paths = _pngs(tmp_path, 3, (1500, 2000, 4), rng)  # 12 MB per frame
     budget = 20 * MiB
@@ -209,7 +208,7 @@ def test_issue8_png_passes_stay_within_the_budget(tmp_path, baseline):  # noqa: 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("ext", [".webp", ".png", ".bmp", ".ppm"])
-def test_issue8_opencv_encoders_are_counted(tmp_path, baseline, ext):  # noqa: F811
+def test_issue8_opencv_encoders_are_counted(tmp_path, baseline, ext):
     """Regression: .webp output went 323 MiB over the budget, .png/.bmp/.ppm about 47 MiB."""
     rng = np.random.default_rng(84)
     frames = [rng.integers(0, 256, (1000, 1500, 3), dtype=np.uint8) for _ in range(2)]
@@ -233,7 +232,7 @@ def test_issue8_opencv_encoders_are_counted(tmp_path, baseline, ext):  # noqa: F
 
 
 @pytest.mark.slow
-def test_issue8_lzma_tiles_on_four_threads_are_counted(tmp_path, baseline):  # noqa: F811
+def test_issue8_lzma_tiles_on_four_threads_are_counted(tmp_path, baseline):
     """Regression: `-c lzma --tile 256 -j 4` went 43 MiB over the budget."""
     rng = np.random.default_rng(85)
     paths = []

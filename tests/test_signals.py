@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
 from clihelpers import (
     ERROR_RE,
     TEMP_RE,
