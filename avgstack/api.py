@@ -9,7 +9,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .alpha import coverage_params
 from .engine import ProgressCallback, clock, layout_of, reduce_spec
 from .errors import UsageError
 from .job import FileJob, JobPlan, Report, make_engine, warn_clipped
@@ -19,6 +18,7 @@ from .planning import format_size
 from .reading import InputSpec
 from .reading.frames import has_video, is_one_shot
 from .reading.layout import to_opencv_layout
+from .reducers.coverage import coverage_params
 from .stack import Stack, stack_inputs
 from .writing.sinks import ArraySink
 

@@ -277,13 +277,13 @@ def reducer_class(spec: ReduceSpec) -> type[Reducer]:
     from .reducers.weighted import WeightedSum
 
     if spec.param("alpha"):
-        from .alpha import CoverageMean
+        from .reducers.coverage import CoverageMean
 
         return CoverageMean
     if spec.weights is not None:
         return WeightedSum
     if spec.in_dtype.kind in "ui" and spec.in_dtype.itemsize == 8:
-        from .wide import WideIntegerMean
+        from .reducers.wide import WideIntegerMean
 
         return WideIntegerMean
     if spec.in_dtype.kind in "uib":

@@ -15,7 +15,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .alpha import coverage_params
 from .countmap import CountMap, check_count_map
 from .engine import Engine, ProgressCallback, clock, layout_of, peak_rss, reduce_spec
 from .errors import UsageError
@@ -23,6 +22,7 @@ from .missing import rules_for, spec_params, with_missing
 from .options import JobOptions, default_threads
 from .planning import format_size
 from .reading import InputSpec
+from .reducers.coverage import coverage_params
 from .stack import Stack, stack_inputs
 from .writing.atomic import atomic_output, check_output
 from .writing.sinks import TiffSink, choose_sink

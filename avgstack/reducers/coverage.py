@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .buffers import Buffer, opaque
-from .errors import UsageError
-from .reducers.base import Reducer, ReduceSpec
+from ..buffers import Buffer, opaque
+from ..errors import UsageError
+from .base import Reducer, ReduceSpec
 
 __all__ = ["CoverageMean", "coverage_params", "ALPHA_PARAM"]
 

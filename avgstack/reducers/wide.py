@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .buffers import Buffer, opaque
-from .reducers.base import Reducer, ReduceSpec
+from ..buffers import Buffer, opaque
+from .base import Reducer, ReduceSpec
 
 __all__ = ["WideIntegerMean", "is_wide"]
 
