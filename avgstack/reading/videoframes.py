@@ -35,10 +35,14 @@ log = logging.getLogger("avgstack")
 #: Methods whose reducer holds every frame's rows of a band (the input cube): videos run through the band engine.
 CUBE_METHODS = frozenset({"median", "percentile", "std", "var", "sigma-clip", "minmax"})
 
-#: The decoder's own working memory, in decoded BGR frames (its YUV picture, the converted picture
-#: OpenCV copies from, reference and frame-thread pictures), plus a fixed part for demuxer and codec state.
-DECODER_FRAMES = 4
-DECODER_FIXED = 4 * 2**20
+#: The decoder's own working memory, measured (peak RSS over an interpreter that imported cv2, MJPG in AVI
+#: and FFV1 in MKV from 160x120 to 1920x1080): about 6.3 MiB of demuxer and codec state and touched
+#: library pages, up to 4.7 decoded BGR frames (its YUV picture, the converted picture OpenCV copies
+#: from, reference and frame-thread pictures) and the demuxer's packet buffers (FFV1's packets are as
+#: large as frames). Declared: 7 MiB + 5 frames + 4 average packets.
+DECODER_FRAMES = 5
+DECODER_PACKETS = 4
+DECODER_FIXED = 7 * 2**20
 
 
 def real_frame_count(info: VideoInfo) -> int:
@@ -116,7 +120,7 @@ class VideoFrameSource(Source):
         self.info = ImageInfo(
             f"{v.name} frame {frame}", v.height, v.width, 3, np.dtype(np.uint8), photometric="rgb",
             format="video", streamable=False, segment_height=v.height,
-            scratch_bytes=DECODER_FRAMES * v.frame_bytes + DECODER_FIXED,
+            scratch_bytes=DECODER_FIXED + DECODER_FRAMES * v.frame_bytes + DECODER_PACKETS * cursor.bytes_per_frame,
         )
 
     def read_band(self, band: Band, out: np.ndarray) -> int:
