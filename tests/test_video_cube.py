@@ -158,3 +158,11 @@ def test_median_of_a_video_larger_than_the_budget_in_passes(tmp_path, baseline):
     assert extra < budget, f"peak {peak / 2**20:.1f} MiB = baseline {baseline / 2**20:.1f} MiB + {extra / 2**20:.1f} MiB"
     want = _median(_decoded(path))
     np.testing.assert_array_equal(tifffile.imread(out), want[:, :, ::-1])
+
+
+def test_a_dask_cluster_refuses_videos(video, tmp_path):
+    path, _ = video
+    out = tmp_path / "o.tif"
+    result = run(["-o", out, path, "--method", "median", "--scheduler-address", "tcp://127.0.0.1:1"])
+    assert result.returncode == 2 and "cannot be read on a Dask cluster" in result.stderr, describe(result)
+    assert not out.exists()
