@@ -11,7 +11,7 @@ import numpy as np
 
 from .engine import ProgressCallback, clock, layout_of, reduce_spec
 from .errors import UsageError
-from .job import FileJob, JobPlan, Report, make_engine, warn_clipped
+from .job import FileJob, JobPlan, Report, make_engine, open_stack, warn_clipped
 from .missing import rules_for, spec_params
 from .options import JobOptions, default_threads
 from .planning import format_size
@@ -19,7 +19,7 @@ from .reading import InputSpec
 from .reading.frames import has_video, is_one_shot
 from .reading.layout import to_opencv_layout
 from .reducers.coverage import coverage_params
-from .stack import Stack, stack_inputs
+from .stack import stack_inputs
 from .writing.sinks import ArraySink
 
 __all__ = ["average", "average_to_file", "plan_to_file", "Report", "JobPlan", "FileJob", "default_threads"]
@@ -124,7 +124,7 @@ def average(
         "max_iters": max_iters, "nlow": nlow, "nhigh": nhigh, "ddof": ddof,
         "nodata": nodata, "renormalize": renormalize, "min_count": min_count, "alpha": alpha,
     }
-    if is_one_shot(inputs) or has_video(inputs) or frames is not None or sample is not None:
+    if _frame_by_frame(inputs, method, frames, sample):
         # a generator of frames, or videos: one frame at a time, never materialised
         from .iterables import average_iterable
 
@@ -134,12 +134,13 @@ def average(
         )
         return average_iterable(_as_list(inputs), weights, options, progress)
     options = JobOptions.create(
-        weights, dtype=dtype, max_memory=max_memory, threads=threads, client=client, **method_params
+        weights, dtype=dtype, max_memory=max_memory, threads=threads, client=client, frames=frames, sample=sample,
+        **method_params,
     )
     specs = stack_inputs(inputs)
-    options.with_count(len(specs))
     with contextlib.ExitStack() as exit:
-        stack = exit.enter_context(Stack(specs, options.out_dtype, options.max_memory))
+        stack = exit.enter_context(open_stack(specs, options))
+        options.with_count(stack.count)
         sink = ArraySink(layout_of(stack))
         missing = rules_for(stack, options)
         spec = reduce_spec(
@@ -157,6 +158,18 @@ def average(
             pass
         warn_clipped(engine.stats.clipped, stack.out_dtype)
         return to_opencv_layout(result, stack.info.photometric)
+
+
+def _frame_by_frame(inputs: Any, method: str, frames: Any, sample: Any) -> bool:
+    """True for inputs read one frame at a time through the accumulator: one-shot iterables, and videos
+    (or a frame selection) with methods that reduce frame by frame; cube methods read videos in passes."""
+    from .reading.videoframes import CUBE_METHODS
+
+    if is_one_shot(inputs):
+        return True
+    if method in CUBE_METHODS:
+        return False
+    return has_video(inputs) or frames is not None or sample is not None
 
 
 _MISSING_OPTIONS = {"nodata": None, "renormalize": False, "min_count": None, "alpha": None, "count_map": None}
@@ -282,7 +295,7 @@ def average_to_file(
         "nlow": nlow, "nhigh": nhigh, "ddof": ddof, "nodata": nodata, "renormalize": renormalize,
         "min_count": min_count, "alpha": alpha, "count_map": count_map,
     }
-    if is_one_shot(inputs) or has_video(inputs) or frames is not None or sample is not None:
+    if _frame_by_frame(inputs, method, frames, sample):
         # a generator of frames, or videos: one frame at a time, never materialised
         from .iterables import average_iterable_to_file
 
@@ -292,5 +305,8 @@ def average_to_file(
         )
         return average_iterable_to_file(_as_list(inputs), out, weights, options, progress)
     start = clock()
-    with _file_job(inputs, out, weights, dtype, max_memory, compression, tile, threads, client, method, params) as job:
+    selection: dict[str, Any] = {"frames": frames, "sample": sample}
+    with _file_job(
+        inputs, out, weights, dtype, max_memory, compression, tile, threads, client, method, {**params, **selection}
+    ) as job:
         return job.run(progress, start)

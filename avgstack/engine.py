@@ -69,7 +69,7 @@ def layout_of(stack: Stack) -> Layout:
 def geometry_of(stack: Stack) -> Geometry:
     """How the stack's inputs are read."""
     h, w, s = stack.shape
-    return Geometry(h, w, s, stack.streamable, stack.scratch_bytes())
+    return Geometry(h, w, s, stack.streamable, stack.scratch_bytes(), stack.has_video)
 
 
 def declare(stack: Stack, spec: ReduceSpec, sink: Sink, rows: int, threads: int) -> list[Buffer]:
@@ -117,7 +117,9 @@ def plan(stack: Stack, spec: ReduceSpec, sink: Sink, budget: int, threads: int) 
     try:
         first = attempt(1)
     except BudgetError as err:
-        raise _explain(stack, budget, err) from None
+        raise _explain(stack, spec, budget, err) from None
+    if stack.has_video:
+        return first, 1  # a video's frames are decoded in order by one decoder: no read-ahead to share
     if not stack.streamable:
         # every pass decodes every frame again: pick the thread count with the least decoding per thread
         best, best_n, best_cost = first, 1, len(first.bands) * stack.count
@@ -145,7 +147,15 @@ def plan(stack: Stack, spec: ReduceSpec, sink: Sink, budget: int, threads: int) 
     return best, lo
 
 
-def _explain(stack: Stack, budget: int, err: BudgetError) -> BudgetError:
+def _explain(stack: Stack, spec: ReduceSpec, budget: int, err: BudgetError) -> BudgetError:
+    if stack.has_video:
+        video = next(i for i in stack.infos if i.format == "video")
+        return BudgetError(
+            f"{video.name.rsplit(' frame ', 1)[0]}: a video's frames are decoded whole, one at a time, and "
+            f"{spec.method} holds the rows of all {stack.count} frames of a band: {err.needed_text} are needed "
+            f"for one row of every frame and one decoded frame, but the budget is {format_size(budget)}; "
+            "raise max_memory (--max-memory) or use fewer frames (--sample, --frames)"
+        )
     if not stack.streamable:
         whole = next(i for i in stack.infos if not i.streamable)
         return BudgetError(

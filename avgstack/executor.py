@@ -77,7 +77,7 @@ def worker_rows(rows: int, threads: int, unit: int) -> tuple[int, int]:
 
 def readers(geometry: Geometry, threads: int, count: int) -> int:
     """Frames decoded at once: whole-frame stacks read ahead on every thread, streamed ones read in place."""
-    return 1 if geometry.streamable else max(1, min(threads, count))
+    return 1 if geometry.streamable or geometry.sequential else max(1, min(threads, count))
 
 
 def run_bands(

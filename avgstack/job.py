@@ -27,7 +27,7 @@ from .stack import Stack, stack_inputs
 from .writing.atomic import atomic_output, check_output
 from .writing.sinks import TiffSink, choose_sink
 
-__all__ = ["FileJob", "JobPlan", "Report", "default_threads", "warn_clipped", "make_engine"]
+__all__ = ["FileJob", "JobPlan", "Report", "default_threads", "warn_clipped", "make_engine", "open_stack"]
 
 log = logging.getLogger("avgstack")
 
@@ -204,10 +204,25 @@ def make_engine(exit: contextlib.ExitStack, stack: Stack, spec: Any, sink: Any, 
     """The engine that runs a job: local threads, or a Dask cluster (its client closed by ``exit``)."""
     if not options.distributed:
         return Engine(stack, spec, sink, options.max_memory, options.threads)
+    if stack.has_video:
+        raise UsageError(
+            "videos cannot be read on a Dask cluster (their frames are decoded in order by one decoder); "
+            "run the job locally, without --scheduler-address/--scheduler-file (client=)"
+        )
     from .cluster import ClusterEngine, open_client
 
     client = exit.enter_context(open_client(options))
     return ClusterEngine(client, stack, spec, sink, options.max_memory)
+
+
+def open_stack(specs: Sequence[InputSpec], options: JobOptions) -> Stack:
+    """The stack of a job: video files are read as frames (``options.frames``/``sample``) by cube methods."""
+    from .reading.videoframes import CUBE_METHODS
+
+    return Stack(
+        specs, options.out_dtype, options.max_memory, videos=options.method in CUBE_METHODS,
+        frames=options.frames, sample=options.sample,
+    )
 
 
 class FileJob:
@@ -234,11 +249,11 @@ class FileJob:
         self.options = options
         self.budget = options.max_memory
         specs = stack_inputs(inputs)
-        options.with_count(len(specs))
         self._exit = contextlib.ExitStack()
-        self.stack = self._exit.enter_context(Stack(specs, options.out_dtype, options.max_memory))
+        self.stack = self._exit.enter_context(open_stack(specs, options))
         try:
             stack = self.stack
+            options.with_count(stack.count)
             self.missing = rules_for(stack, options)
             layout = with_missing(layout_of(stack), self.missing)
             self.sink = choose_sink(self.out, layout, compression=options.compression, tile=options.tile)

@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import IncompatibleInputsError, UsageError
 from .reading import ALPHA_KINDS, FilePool, ImageInfo, InputSpec, Source, open_source
+from .reading.video import is_video
 from .tasks import InputRef
 
 __all__ = ["Stack", "stack_inputs", "check_compatible"]
@@ -96,6 +97,10 @@ class Stack:
         :meth:`avgstack.options.JobOptions.out_dtype`).
     budget : int, optional
         The job's memory budget: inputs whose tables alone would exceed it are refused while opening.
+    videos : bool
+        Read video files as one input per selected frame (``frames``, then ``sample`` evenly spaced
+        ones, as :func:`avgstack.reading.video.select_frames`), decoded in order once per pass; without
+        it a video is refused (frame-by-frame methods read videos through the accumulator instead).
     """
 
     def __init__(
@@ -103,16 +108,35 @@ class Stack:
         inputs: Sequence[InputSpec],
         dtype: np.dtype | Callable[[np.dtype], np.dtype] | None = None,
         budget: int | None = None,
+        *,
+        videos: bool = False,
+        frames: slice | None = None,
+        sample: int | None = None,
     ) -> None:
         specs = stack_inputs(inputs)
         if not specs:
             raise UsageError("no inputs given")
         self._exit = contextlib.ExitStack()
         self.pool = self._exit.enter_context(FilePool())
+        refs: list[InputRef] = []
+        self.has_video = False
         try:
             self.sources: list[Source] = []
-            for i, spec in enumerate(specs):
+            for spec in specs:
+                if videos and is_video(spec):
+                    from .reading.videoframes import open_video_frames
+
+                    path = os.fspath(spec)  # type: ignore[arg-type]
+                    cursor, frame_sources = open_video_frames(path, frames, sample)
+                    self._exit.callback(cursor.close)
+                    for source in frame_sources:
+                        refs.append(InputRef(len(self.sources), path=path, frame=source.frame))
+                        self.sources.append(source)
+                    self.has_video = True
+                    continue
+                i = len(self.sources)
                 self.sources.append(self._exit.enter_context(open_source(spec, self.pool, i, budget=budget)))
+                refs.append(InputRef.of(spec, i))
             self.infos = [s.info for s in self.sources]
             check_compatible(self.infos)
         except BaseException:
@@ -137,7 +161,7 @@ class Stack:
         )
         self.shape = first.shape
         self.streamable = all(i.streamable for i in self.infos)
-        self.refs = tuple(InputRef.of(spec, i) for i, spec in enumerate(specs))
+        self.refs = tuple(refs)
 
     def close(self) -> None:
         """Release every input."""

@@ -49,11 +49,14 @@ class InputRef:
         File path as given (``'scan.tif[2]'`` keeps its page).
     array : ndarray or None
         An in-memory frame (OpenCV layout), for array inputs.
+    frame : int or None
+        For a video's frame: its index in the video at ``path``.
     """
 
     index: int
     path: str | None = None
     array: np.ndarray | None = None
+    frame: int | None = None
 
     @classmethod
     def of(cls, spec: Any, index: int) -> "InputRef":
@@ -65,6 +68,11 @@ class InputRef:
         """Open the input from its headers (a :class:`~avgstack.reading.Source`)."""
         from .reading import open_source
 
+        if self.frame is not None:
+            from .reading.videoframes import open_video_frame
+
+            assert self.path is not None
+            return open_video_frame(self.path, self.frame)
         spec = self.array if self.array is not None else self.path
         assert spec is not None
         return open_source(spec, pool, self.index)
@@ -79,6 +87,8 @@ class Geometry:
     samples: int
     streamable: bool
     scratch_bytes: int
+    #: Inputs must be read in order, one at a time (video frames share one decoder): no read-ahead.
+    sequential: bool = False
 
 
 @dataclass(frozen=True)

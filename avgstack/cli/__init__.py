@@ -53,8 +53,9 @@ def _run_job(output: str, inputs: list[str], options: dict, *, dry_run: bool, ba
 
         return run_state_cli(inputs, output, job_options, dry_run=dry_run, bar=bar, label=label, start=start)
     from ..reading.frames import has_video
+    from ..reading.videoframes import CUBE_METHODS
 
-    if has_video(inputs):
+    if has_video(inputs) and job_options.method not in CUBE_METHODS:  # cube methods: the band engine, in passes
         from ..iterables import run_frames_cli
 
         return run_frames_cli(inputs, output, job_options, dry_run=dry_run, bar=bar, label=label)
