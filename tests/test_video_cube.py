@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 from clihelpers import describe, run
-from conftest import budget_for_bands
-from test_memory import baseline, peak_rss_of  # noqa: F401 - baseline is a fixture
+from conftest import peak_rss_of, budget_for_bands
 from test_methods import as_out, astropy_survivors, exact_mean_of
 from test_video import CODECS, _decoded, _write_video
 
