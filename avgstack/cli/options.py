@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("inputs", nargs="*", metavar="INPUT",
                     help="image files: TIFF/BigTIFF in any layout ('scan.tif[N]' picks page N, 'scan.tif[:]' or "
                          "'scan.tif[A:B:STEP]' makes each page a frame), or PNG, "
-                         "JPEG, BMP, PNM, WebP, EXR, ... (decoded whole). '@list.txt' reads paths from a "
+                         "JPEG, BMP, PNM, PFM, HDR, WebP, GIF, JPEG 2000, Sun raster (decoded whole), or video "
+                         "files (.avi, .mp4, .mkv, ...: each frame an input). '@list.txt' reads paths from a "
                          "file (one per line, '#' comments); quoted globs such as 'dir/*.tif' are expanded")
     io.add_argument("-o", "--output", metavar="OUT",
                     help="output file, e.g. avg.tif; .tif/.tiff streams, other extensions (.png, ...) "
