@@ -108,8 +108,8 @@ class Moments(Reducer):
                 stop = min(start + CHUNK, flat.size)
                 x = flat[start:stop]
                 np.add(s1[start:stop], x, out=s1[start:stop], casting="unsafe")
-                sq = x.astype(np.int64)
-                np.multiply(sq, sq, out=sq)
+                sq = self._tmp[0, : stop - start].view(np.int64)  # x*x < 2**32: exact in int64
+                np.multiply(x, x, out=sq, dtype=np.int64)
                 np.add(s2[start:stop], sq, out=s2[start:stop])
             return
         assert self._shift is not None
