@@ -23,6 +23,7 @@ import numpy as np
 
 from .buffers import Buffer, total
 from .errors import AvgstackError, BudgetError, InputError, UsageError
+from .methods import default_dtype
 from .options import parse_dtype
 from .planning import DEFAULT_MAX_MEMORY, format_size, parse_size
 from .reading.arrays import ArraySource
@@ -125,7 +126,7 @@ class Accumulator:
     @property
     def out_dtype(self) -> np.dtype | None:
         """Sample type of the result, once a frame was added."""
-        return None if self._first is None else (self.dtype or self._first.dtype)
+        return None if self._first is None else (self.dtype or default_dtype(self.method, self._first.dtype))
 
     def declare(self) -> list[Buffer]:
         """Buffers the accumulator holds: the reducer's state, one frame copy and the result."""
@@ -186,7 +187,7 @@ class Accumulator:
 
     def _start(self, info: Any, gray: bool) -> None:
         self._first, self._gray = info, gray
-        out_dtype = self.dtype or info.dtype
+        out_dtype = self.dtype or default_dtype(self.method, info.dtype)  # std/var: float
         spec = _spec(self.method, bool(self._weighted), info.dtype, out_dtype, self.params, FIRST_CAPACITY)
         self._reducer = self._build(spec)
 

@@ -432,3 +432,31 @@ def test_cielab_sum_is_signed_and_std_is_refused(tmp_path, rng, dtype):
         with pytest.raises(avgstack.UsageError, match="CIELab"):
             avgstack.average_to_file(paths, tmp_path / f"{method}.tif", method=method)
         assert not (tmp_path / f"{method}.tif").exists()
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "int32", "uint32", "float32", "float64"])
+def test_std_var_of_many_frames_with_an_outlier_first_and_a_large_offset(dtype):
+    """The streaming sums stay accurate where a naive S2 - S1**2/n cancels: 300 frames, large offset, tiny spread."""
+    rng = np.random.default_rng(7)
+    dtype = np.dtype(dtype)
+    n = 300
+    if dtype.kind == "f":
+        base = np.float64(1e6 if dtype == np.float32 else 1e12)
+        cube = (base + rng.integers(-3, 4, (n, 2, 3))).astype(dtype)
+        cube[0, 0, 0] = -base  # the shift (first value) far from the rest
+    else:
+        info = np.iinfo(dtype)
+        cube = rng.integers(info.max - 5, info.max, (n, 2, 3), endpoint=True).astype(dtype)
+        cube[0, 0, 0] = info.min
+    frames = list(cube)
+    out32 = dtype.kind in "ui" and dtype.itemsize <= 2
+    for method in ("std", "var"):
+        got = avgstack.average(frames, method=method, ddof=1).reshape(-1)
+        flat = cube.reshape(n, -1)
+        for i in range(flat.shape[1]):
+            var = exact_var(flat[:, i], 1)
+            exact = math.sqrt(var) if method == "std" else float(var)
+            if out32:
+                assert abs(float(got[i]) - exact) <= float(np.spacing(np.float32(exact))), (i, got[i], exact)
+            else:
+                assert abs(float(got[i]) - exact) <= 1e-12 * abs(exact), (i, got[i], exact)

@@ -7,9 +7,11 @@ have one here (methods added later fail until they do).
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import warnings
+from fractions import Fraction
 
 import numpy as np
 import numpy.ma as ma
@@ -299,8 +301,13 @@ def test_std_var_with_no_more_valid_frames_than_ddof_give_nodata(method):
     frames = [np.array([[[1.0, 5.0, 2.0]]]), np.array([[[3.0, np.nan, np.nan]]]), np.array([[[6.0, np.nan, 4.0]]])]
     out, counts = run_reducer(method, frames, nodata=np.nan, band_rows=1, params={"ddof": 1})
     assert counts[0, 0].tolist() == [3, 1, 2]
+    # the exact values 19/3 and 2 (std: their roots), correctly rounded (numpy's own float64 var is 1 ulp above 19/3)
+    exact = [Fraction(19, 3), Fraction(2)]
+    want = [math.sqrt(v) if method == "std" else float(v) for v in exact]
+    assert [out[0, 0, 0], out[0, 0, 2]] == want
     spread = getattr(np, method)
-    assert out[0, 0, 0] == spread([1.0, 3.0, 6.0], ddof=1) and out[0, 0, 2] == spread([2.0, 4.0], ddof=1)
+    np.testing.assert_allclose(out[0, 0, [0, 2]], [spread([1.0, 3.0, 6.0], ddof=1), spread([2.0, 4.0], ddof=1)],
+                               rtol=1e-15)
     assert np.isnan(out[0, 0, 1])  # one frame, ddof 1: nodata (NaN here)
     numbered = [np.where(np.isnan(f), 5.0, f).astype(np.float32) for f in frames]  # nodata 5 instead of NaN
     out, _ = run_reducer(method, numbered, nodata=5.0, band_rows=1, params={"ddof": 2})
