@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import Any
 
 import tifffile
 
@@ -56,6 +57,25 @@ def max_segment_bytes(decoded: int) -> int:
     return 4 * decoded + 65536
 
 
+#: Layout of an IFD: entry-count format and size, offset format and size, bytes per entry.
+_CLASSIC = ("H", 2, "I", 4, 12)
+_BIG = ("Q", 8, "Q", 8, 20)
+
+
+def _header(f: Any) -> tuple[int, str, tuple[str, int, str, int, int], int] | None:
+    """``(file size, byte order, IFD layout, first IFD offset)`` of an open TIFF, or None if not a TIFF
+    header this understands (tifffile then refuses it)."""
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(16)
+    order = "<" if head[:2] == b"II" else ">"
+    version = struct.unpack_from(order + "H", head, 2)[0] if len(head) >= 4 else 0
+    if version == 42 and len(head) >= 8:
+        return size, order, _CLASSIC, struct.unpack_from(order + "I", head, 4)[0]
+    if version == 43 and len(head) >= 16:
+        return size, order, _BIG, struct.unpack_from(order + "Q", head, 8)[0]
+    return None
+
+
 def scan_ifd(path: str, page: int, table_limit: int) -> None:
     """Check page 0 and ``page`` of the TIFF at ``path`` before tifffile parses them.
 
@@ -73,17 +93,10 @@ def scan_ifd(path: str, page: int, table_limit: int) -> None:
     Headers this does not understand are left for tifffile to refuse.
     """
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(16)
-        order = "<" if head[:2] == b"II" else ">"
-        version = struct.unpack_from(order + "H", head, 2)[0] if len(head) >= 4 else 0
-        if version == 42 and len(head) >= 8:
-            fmt, offset = ("H", 2, "I", 4, 12), struct.unpack_from(order + "I", head, 4)[0]
-        elif version == 43 and len(head) >= 16:
-            fmt, offset = ("Q", 8, "Q", 8, 20), struct.unpack_from(order + "Q", head, 8)[0]
-        else:
+        header = _header(f)
+        if header is None:
             return
-        count_fmt, count_size, off_fmt, off_size, entry = fmt
+        size, order, (count_fmt, count_size, off_fmt, off_size, entry), offset = header
         for index in range(page + 1):
             if offset < 8 or offset + count_size > size:
                 raise PageMissing(index)
@@ -202,18 +215,10 @@ def count_pages(path: str) -> int:
         The file cannot be read.
     """
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(16)
-        order = "<" if head[:2] == b"II" else ">"
-        version = struct.unpack_from(order + "H", head, 2)[0] if len(head) >= 4 else 0
-        if version == 42 and len(head) >= 8:
-            count_fmt, count_size, off_fmt, off_size, entry = "H", 2, "I", 4, 12
-            first = struct.unpack_from(order + "I", head, 4)[0]
-        elif version == 43 and len(head) >= 16:
-            count_fmt, count_size, off_fmt, off_size, entry = "Q", 8, "Q", 8, 20
-            first = struct.unpack_from(order + "Q", head, 8)[0]
-        else:
+        header = _header(f)
+        if header is None:
             return 0
+        size, order, (count_fmt, count_size, off_fmt, off_size, entry), first = header
 
         def valid(offset: int) -> bool:
             if offset < 8 or offset + count_size > size:
@@ -244,7 +249,8 @@ def count_pages(path: str) -> int:
             steps += 1
         if hare is None:
             return steps
-        a = b = first
+        a: Any = first  # inside the cycle: following() never returns None
+        b: Any = first
         for _ in range(lam):
             b = following(b)
         mu = 0
