@@ -821,8 +821,13 @@ class FuzzTimeout(BaseException):
     """Raised by the alarm when an in-process run takes too long (a BaseException: main() must not swallow it)."""
 
 
-def run_case_in_process(case: FuzzCase, folder: str | os.PathLike, time_limit: float = 20.0) -> FuzzCase:
-    """Run ``avgstack.cli.main(case.argv)`` in this process, capturing stderr; fill in the outcome."""
+def run_main_captured(argv: list[str], time_limit: float) -> tuple[int | None, str, str, list[str], float]:
+    """Run ``avgstack.cli.main(argv)`` in this process under an alarm of ``3 * time_limit`` seconds.
+
+    Returns ``(exit code or None, stderr, stdout, strays, seconds)``: None when it timed out or let an
+    exception escape (its traceback is then in stderr); strays are what bypassed the log handlers (lines
+    written to file descriptor 2, log records that reached no handler, Python warnings).
+    """
     import io
     import signal
     import time
@@ -830,8 +835,8 @@ def run_case_in_process(case: FuzzCase, folder: str | os.PathLike, time_limit: f
 
     from avgstack.cli import main
 
-    snapshots = _snapshots(case)
     err, out = io.StringIO(), io.StringIO()
+    code: int | None
 
     def _alarm(signum, frame):
         raise FuzzTimeout()
@@ -845,25 +850,32 @@ def run_case_in_process(case: FuzzCase, folder: str | os.PathLike, time_limit: f
                 contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
             warnings.simplefilter("always")
             try:
-                case.code = main(case.argv)
+                code = main(argv)
             except SystemExit as exc:  # argparse
-                case.code = exc.code if isinstance(exc.code, int) else 1
+                code = exc.code if isinstance(exc.code, int) else 1
             except FuzzTimeout:
-                case.code = None
+                code = None
                 err.write("fuzz: timed out\n")
             except Exception:  # noqa: BLE001 - main() let an exception escape: a bug
                 import traceback
 
-                case.code = None
+                code = None
                 err.write(traceback.format_exc())
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         _restore_logger("avgstack", saved_logger)
-    case.seconds = time.perf_counter() - start
-    case.stderr = err.getvalue()
-    strays = [f"[fd 2] {line}" for line in c_stderr.text.splitlines() if line.strip()] + stray.records + [f"{w.category.__name__}: {w.message}" for w in caught]
-    case.problems = outcome_problems(case, out.getvalue(), strays, folder, snapshots, time_limit)
+    seconds = time.perf_counter() - start
+    strays = ([f"[fd 2] {line}" for line in c_stderr.text.splitlines() if line.strip()] + stray.records
+              + [f"{w.category.__name__}: {w.message}" for w in caught])
+    return code, err.getvalue(), out.getvalue(), strays, seconds
+
+
+def run_case_in_process(case: FuzzCase, folder: str | os.PathLike, time_limit: float = 20.0) -> FuzzCase:
+    """Run ``avgstack.cli.main(case.argv)`` in this process, capturing stderr; fill in the outcome."""
+    snapshots = _snapshots(case)
+    case.code, case.stderr, stdout, strays, case.seconds = run_main_captured(case.argv, time_limit)
+    case.problems = outcome_problems(case, stdout, strays, folder, snapshots, time_limit)
     case.problems += oracle_problems(case)
     return case
 

@@ -28,21 +28,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import io
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
-from faultfiles import FuzzTimeout, Snapshot, _FdCapture, _restore_logger, _save_logger, _StrayRecords, run_cli
+from faultfiles import Snapshot, run_cli, run_main_captured
 
 __all__ = ["TextCase", "make_project", "make_text_case", "reset_project", "run_text_case_in_process",
            "run_text_case_subprocess", "text_case_problems", "MUTATORS"]
@@ -469,43 +466,9 @@ def _frames_snapshot(root: Path) -> Snapshot:
 
 def run_text_case_in_process(case: TextCase, root: str | os.PathLike, time_limit: float = 10.0) -> TextCase:
     """Run ``avgstack.cli.main(case.argv)`` in this process; fill in the outcome."""
-    from avgstack.cli import main
-
     root = Path(root)
     frames = _frames_snapshot(root)
-    err, out = io.StringIO(), io.StringIO()
-
-    def _alarm(signum, frame):
-        raise FuzzTimeout()
-
-    previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, time_limit * 3)
-    start = time.perf_counter()
-    saved = _save_logger("avgstack")
-    try:
-        with _FdCapture(2) as c_stderr, _StrayRecords() as stray, warnings.catch_warnings(record=True) as caught, \
-                contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-            warnings.simplefilter("always")
-            try:
-                case.code = main(case.argv)
-            except SystemExit as exc:
-                case.code = exc.code if isinstance(exc.code, int) else 1
-            except FuzzTimeout:
-                case.code = None
-                err.write("fuzz: timed out\n")
-            except Exception:  # noqa: BLE001 - main() let an exception escape: a bug
-                import traceback
-
-                case.code = None
-                err.write(traceback.format_exc())
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        _restore_logger("avgstack", saved)
-    case.seconds = time.perf_counter() - start
-    case.stderr, case.stdout = err.getvalue(), out.getvalue()
-    strays = ([f"[fd 2] {line}" for line in c_stderr.text.splitlines() if line.strip()] + stray.records
-              + [f"{w.category.__name__}: {w.message}" for w in caught])
+    case.code, case.stderr, case.stdout, strays, case.seconds = run_main_captured(case.argv, time_limit)
     case.problems = text_case_problems(case, root, frames, strays, time_limit)
     return case
 
