@@ -6,7 +6,9 @@ to its reducer; a new method adds an entry to :data:`METHODS` and a class.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from typing import cast
 
 from .base import CUBE, FRAME, Reducer, ReduceSpec
 
@@ -25,46 +27,13 @@ def _sum(spec: ReduceSpec) -> type[Reducer]:
     return sum_class(spec)
 
 
-def _minimum(spec: ReduceSpec) -> type[Reducer]:
-    from .extrema import Minimum
+def _class(module: str, name: str) -> Callable[[ReduceSpec], type[Reducer]]:
+    """A chooser that imports ``name`` from ``reducers.<module>`` when first asked (start-up stays light)."""
 
-    return Minimum
+    def choose(spec: ReduceSpec) -> type[Reducer]:
+        return cast("type[Reducer]", getattr(importlib.import_module(f"{__name__}.{module}"), name))
 
-
-def _maximum(spec: ReduceSpec) -> type[Reducer]:
-    from .extrema import Maximum
-
-    return Maximum
-
-
-def _median(spec: ReduceSpec) -> type[Reducer]:
-    from .order import Median
-
-    return Median
-
-
-def _percentile(spec: ReduceSpec) -> type[Reducer]:
-    from .order import Percentile
-
-    return Percentile
-
-
-def _moments(spec: ReduceSpec) -> type[Reducer]:
-    from .moments import Moments
-
-    return Moments
-
-
-def _sigma_clip(spec: ReduceSpec) -> type[Reducer]:
-    from .clipping import SigmaClip
-
-    return SigmaClip
-
-
-def _minmax(spec: ReduceSpec) -> type[Reducer]:
-    from .clipping import MinMax
-
-    return MinMax
+    return choose
 
 
 #: Method name -> function choosing the reducer class for a spec. ``weighted`` is the
@@ -73,14 +42,14 @@ METHODS: dict[str, Callable[[ReduceSpec], type[Reducer]]] = {
     "mean": _mean,
     "weighted": _mean,
     "sum": _sum,
-    "min": _minimum,
-    "max": _maximum,
-    "median": _median,
-    "percentile": _percentile,
-    "std": _moments,
-    "var": _moments,
-    "sigma-clip": _sigma_clip,
-    "minmax": _minmax,
+    "min": _class("extrema", "Minimum"),
+    "max": _class("extrema", "Maximum"),
+    "median": _class("order", "Median"),
+    "percentile": _class("order", "Percentile"),
+    "std": _class("moments", "Moments"),
+    "var": _class("moments", "Moments"),
+    "sigma-clip": _class("clipping", "SigmaClip"),
+    "minmax": _class("clipping", "MinMax"),
 }
 
 
